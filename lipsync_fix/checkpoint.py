@@ -1,0 +1,119 @@
+"""Reading and writing VocaLiST checkpoints.
+
+The authors save ``torch.save({"state_dict", "optimizer", "global_step", "global_epoch"})``.
+We read that, a bare state dict, and keys prefixed ``module.`` (DataParallel/DDP), always
+with ``weights_only=True`` so a checkpoint cannot run code. Our own checkpoints use the
+same layout plus ``"dims"`` (the :class:`~lipsync_fix.model.ModelDimensions`) so a model
+of any size loads without guesswork; a checkpoint without ``"dims"`` is the paper's size.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lipsync_fix.errors import CheckpointError
+from lipsync_fix.model import ModelDimensions, VocaLiST
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file safely; always returns a dict with a ``"state_dict"``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from exc
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"checkpoint {path} holds a {type(raw).__name__}, not a dict")
+    ckpt = dict(raw) if "state_dict" in raw else {"state_dict": dict(raw)}
+    state = ckpt["state_dict"]
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"checkpoint {path} has no state dict of tensors")
+    ckpt["state_dict"] = strip_prefix(state)
+    return ckpt
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict:
+    """Drop a DataParallel/DDP ``module.`` prefix when every key has it."""
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise a CheckpointError naming the first mismatching keys and shapes."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (model wants {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys, e.g. {', '.join(missing[:3])}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys, e.g. {', '.join(unexpected[:3])}")
+    if wrong:
+        problems.append(f"{len(wrong)} shape mismatches, e.g. {'; '.join(wrong[:3])}")
+    if problems:
+        raise CheckpointError(f"checkpoint {source} does not fit the model: {'; '.join(problems)}")
+
+
+def load_vocalist(path: str | Path, device: str | torch.device = "cpu") -> VocaLiST:
+    """Build the model a checkpoint describes and load its weights strictly, in eval mode."""
+    ckpt = read_checkpoint(path)
+    dims = ModelDimensions.from_dict(ckpt["dims"]) if isinstance(ckpt.get("dims"), Mapping) \
+        else ModelDimensions()
+    model = VocaLiST(dims)
+    check_state_dict(model, ckpt["state_dict"], str(path))
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    return model.to(device).eval()
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    global_step: int = 0,
+    global_epoch: int = 0,
+    **extra: Any,
+) -> Path:
+    """Write the authors' layout plus ``dims`` atomically (temp file, then rename).
+
+    ``extra`` entries (e.g. a training config, a sampler's RNG state) must be plain data
+    (tensors, numbers, strings, lists, dicts) so the file stays loadable with
+    ``weights_only=True``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inner = getattr(model, "module", model)  # unwrap DDP
+    payload: dict[str, Any] = {
+        "state_dict": inner.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "global_step": int(global_step),
+        "global_epoch": int(global_epoch),
+    }
+    dims = getattr(inner, "dims", None)
+    if isinstance(dims, ModelDimensions):
+        payload["dims"] = dims.to_dict()
+    payload.update(extra)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,126 @@
+"""Checkpoint reading/writing and the registry's checksummed downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from lipsync_fix.checkpoint import load_vocalist, read_checkpoint, save_checkpoint
+from lipsync_fix.errors import CheckpointError
+from lipsync_fix.model import PRESETS, ModelDimensions, VocaLiST
+from lipsync_fix.pretrained import load_registry, resolve_checkpoint
+
+
+class UnsafeObject:
+    """Anything that is not plain data: loading it would need full unpickling."""
+
+
+@pytest.fixture()
+def tiny_model():
+    torch.manual_seed(1)
+    return VocaLiST(PRESETS["tiny"]).eval()
+
+
+def test_round_trip_with_dims_and_optimizer(tmp_path, tiny_model):
+    opt = torch.optim.Adam(tiny_model.parameters(), lr=5e-5)
+    path = save_checkpoint(tmp_path / "a.pth", tiny_model, opt, global_step=7, global_epoch=2)
+    ckpt = read_checkpoint(path)
+    assert ckpt["global_step"] == 7 and ckpt["global_epoch"] == 2
+    assert ModelDimensions.from_dict(ckpt["dims"]) == PRESETS["tiny"]
+    loaded = load_vocalist(path)
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_reads_authors_layouts(tmp_path):
+    """A paper-size checkpoint without dims, as a bare dict or with DataParallel prefixes."""
+    state = VocaLiST().state_dict()
+    torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "dp.pth")
+    torch.save({"state_dict": state, "optimizer": None, "global_step": 1, "global_epoch": 0},
+               tmp_path / "authors.pth")
+    for name in ("dp.pth", "authors.pth"):
+        model = load_vocalist(tmp_path / name)
+        assert model.dims == ModelDimensions()
+        assert torch.equal(model.state_dict()["fc.weight"], state["fc.weight"])
+
+
+def test_rejects_mismatch_naming_keys(tmp_path, tiny_model):
+    state = tiny_model.state_dict()
+    state.pop("classifier.bias")
+    state["fc.weight"] = torch.zeros(3, 3)
+    torch.save({"state_dict": state, "dims": PRESETS["tiny"].to_dict()}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_vocalist(tmp_path / "bad.pth")
+    message = str(info.value)
+    assert "classifier.bias" in message and "fc.weight (3, 3)" in message
+    assert "\n" not in message
+
+
+def test_rejects_garbage_and_unsafe_files(tmp_path):
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        read_checkpoint(tmp_path / "junk.pth")
+
+    torch.save({"state_dict": {}, "payload": UnsafeObject()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError):  # weights_only=True refuses arbitrary objects
+        read_checkpoint(tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError):
+        read_checkpoint(tmp_path / "missing.pth")
+
+
+def test_registry_names_and_manual_entries(tmp_path):
+    registry = load_registry()
+    assert "vocalist-lrs2" in registry
+    with pytest.raises(CheckpointError, match="unknown checkpoint"):
+        resolve_checkpoint("no-such-model", registry, tmp_path)
+    with pytest.raises(CheckpointError, match=r"drive\.google\.com"):
+        resolve_checkpoint("vocalist-lrs2", registry, tmp_path)
+    (tmp_path / registry["vocalist-lrs2"]["filename"]).write_bytes(b"x")
+    assert resolve_checkpoint("vocalist-lrs2", registry, tmp_path).is_file()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def local_server(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = lambda *a, **k: _QuietHandler(*a, directory=str(served), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_checks_sha256(tmp_path, local_server, tiny_model):
+    served, base = local_server
+    save_checkpoint(served / "tiny.pth", tiny_model)
+    digest = hashlib.sha256((served / "tiny.pth").read_bytes()).hexdigest()
+    cache = tmp_path / "cache"
+    registry = {
+        "good": {"filename": "tiny.pth", "url": f"{base}/tiny.pth", "sha256": digest},
+        "bad": {"filename": "bad.pth", "url": f"{base}/tiny.pth", "sha256": "0" * 64},
+        "gone": {"filename": "gone.pth", "url": f"{base}/gone.pth", "sha256": "0" * 64},
+    }
+    seen = []
+    path = resolve_checkpoint("good", registry, cache, progress=lambda d, t: seen.append(d))
+    assert path == cache / "tiny.pth" and seen and load_vocalist(path).dims == PRESETS["tiny"]
+    with pytest.raises(CheckpointError, match="sha256"):
+        resolve_checkpoint("bad", registry, cache)
+    with pytest.raises(CheckpointError, match="cannot download"):
+        resolve_checkpoint("gone", registry, cache)
+    assert sorted(p.name for p in cache.iterdir()) == ["tiny.pth"]  # no partial files
+    # A cached file is re-checked: tampering is caught on the next use.
+    Path(path).write_bytes(b"tampered")
+    with pytest.raises(CheckpointError, match="sha256"):
+        resolve_checkpoint("good", registry, cache)
