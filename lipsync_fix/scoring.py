@@ -95,27 +95,39 @@ def score_matrix(
         return np.zeros((0, 2 * opts.max_shift + 1), dtype=np.float32)
     model.eval()
     if opts.mode == "reference":
-        return _reference_matrix(model, frames, mel, n_rows, opts, progress)
+        return reference_rows(model, frames, mel, n_samples, range(n_rows), opts, progress)
     if opts.mode == "cached":
         return _cached_matrix(model, frames, mel, n_rows, opts, progress)
     raise ValueError(f"unknown scoring mode {opts.mode!r}; use 'cached' or 'reference'")
 
 
-def _reference_matrix(model, frames, mel, n_rows, opts, progress) -> np.ndarray:
-    """The authors' loop: per row, the window repeated 2S+1 times against padded mels."""
+@torch.no_grad()
+def reference_rows(
+    model: VocaLiST,
+    frames: Tensor,
+    mel: Tensor,
+    n_samples: int,
+    rows: range,
+    options: ScoreOptions | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """The authors' loop for the given rows of the clip's matrix: per row, the video
+    window repeated 2S+1 times against the zero-padded stack of mel windows."""
+    opts = options or ScoreOptions()
+    model.eval()
     s = opts.max_shift
-    device = opts.device
+    n_rows = num_windows(frames.shape[0], n_samples)
     mels = mel_windows(mel, np.arange(n_rows))
-    padded = torch.cat([torch.zeros(s, *mels.shape[1:]), mels, torch.zeros(s, *mels.shape[1:])])
-    out = np.empty((n_rows, 2 * s + 1), dtype=np.float32)
-    for v in range(n_rows):
-        window = video_windows(frames, [v]).to(device, opts.dtype)
-        batch_mel = padded[v : v + 2 * s + 1].to(device, opts.dtype)
-        logits = model(window.expand(2 * s + 1, -1, -1, -1), batch_mel)
-        out[v] = logits.float().cpu().numpy()
+    pad = torch.zeros(s, *mels.shape[1:])
+    padded = torch.cat([pad, mels, pad])
+    out = np.empty((len(rows), 2 * s + 1), dtype=np.float32)
+    for i, v in enumerate(rows):
+        window = video_windows(frames, [v]).to(opts.device, opts.dtype)
+        batch_mel = padded[v : v + 2 * s + 1].to(opts.device, opts.dtype)
+        out[i] = model(window.expand(2 * s + 1, -1, -1, -1), batch_mel).float().cpu().numpy()
         if progress:
-            progress(v + 1, n_rows)
-    out[~valid_columns(np.arange(n_rows), n_rows, s, opts.edge_rule)] = OUT_OF_RANGE
+            progress(i + 1, len(rows))
+    out[~valid_columns(np.asarray(rows), n_rows, s, opts.edge_rule)] = OUT_OF_RANGE
     return out
 
 

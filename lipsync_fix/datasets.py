@@ -1,0 +1,88 @@
+"""Preprocessed clips on disk, in the layout the authors' code reads.
+
+One folder per clip: ``0.jpg, 1.jpg, ...`` (96x96 face crops at 25 fps, read as BGR) and
+``audio.wav`` (16 kHz mono). A data root lists clips in ``filelists/<split>.txt``, one
+clip path per line relative to the root (LRS2 style, e.g. ``main/5535415699068794046/00001``),
+optionally with an extra column that is ignored. Without a filelist, every folder below
+the root that holds ``0.jpg`` and ``audio.wav`` is a clip (the generic layout for anyone's
+own data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import soundfile as sf
+
+from lipsync_fix.audio import SAMPLE_RATE
+from lipsync_fix.errors import LipsyncError, MediaError
+
+AUDIO_NAME = "audio.wav"
+
+
+@dataclass
+class Clip:
+    """A preprocessed clip: BGR crops (N, 96, 96, 3) uint8 and 16 kHz mono float32 audio."""
+
+    path: Path
+    crops: np.ndarray
+    wav: np.ndarray
+
+
+def frame_count(folder: Path) -> int:
+    """Number of consecutive ``<i>.jpg`` frames from 0 (the authors stop at the first gap)."""
+    n = 0
+    while (folder / f"{n}.jpg").is_file():
+        n += 1
+    return n
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """A 16 kHz wav as mono float32; other rates are refused (re-run preprocessing)."""
+    try:
+        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise MediaError(f"cannot read audio {path}: {exc}") from exc
+    if sr != SAMPLE_RATE:
+        raise MediaError(f"{path} is sampled at {sr} Hz; clips must hold 16000 Hz audio")
+    return wav.mean(axis=1)
+
+
+def load_clip(folder: str | Path) -> Clip:
+    """Read a clip folder: all frames and the audio."""
+    folder = Path(folder)
+    n = frame_count(folder)
+    if n == 0:
+        raise MediaError(f"clip folder {folder} holds no 0.jpg")
+    crops = np.stack([_read_crop(folder / f"{i}.jpg") for i in range(n)])
+    return Clip(folder, crops, read_wav(folder / AUDIO_NAME))
+
+
+def _read_crop(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise MediaError(f"cannot read image {path}")
+    if img.shape[:2] != (96, 96):
+        img = cv2.resize(img, (96, 96))
+    return img
+
+
+def list_clips(data_root: str | Path, split: str | None = "test") -> list[Path]:
+    """Clip folders of a split: from ``filelists/<split>.txt`` if present, else a scan."""
+    root = Path(data_root)
+    if not root.is_dir():
+        raise LipsyncError(f"data root {root} is not a folder")
+    filelist = root / "filelists" / f"{split}.txt"
+    if split and filelist.is_file():
+        clips = []
+        for line in filelist.read_text().splitlines():
+            name = line.strip().split()[0] if line.strip() else ""
+            if name:
+                clips.append(root / name)
+        return clips
+    if split and (root / "filelists").is_dir():
+        raise LipsyncError(f"no filelist for split {split!r} under {root / 'filelists'}")
+    return sorted(p.parent for p in root.rglob(AUDIO_NAME) if (p.parent / "0.jpg").is_file())

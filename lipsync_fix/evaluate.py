@@ -1,0 +1,151 @@
+"""The paper's evaluation protocols over a folder of preprocessed clips.
+
+Each clip is scored with :func:`lipsync_fix.scoring.score_matrix` (every window against
+shifts -15..+15), then each context length K averages the rows and each row's offset is
+compared with the ground truth (0: the clips are in sync). A clip's accuracy is the
+fraction of correct rows; a dataset's figure is the mean over clips.
+
+* LRS2 (speech, Table 1): tolerance 1 frame, K = 5, 7, 9, 11, 13, 15.
+* Acappella (singing, Table 2): tolerances 1 and 5 frames, K = 5, 10, 15, 20, 25.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lipsync_fix.audio import log_mel_spectrogram
+from lipsync_fix.datasets import list_clips, load_clip
+from lipsync_fix.errors import LipsyncError
+from lipsync_fix.model import VocaLiST
+from lipsync_fix.offsets import accuracy
+from lipsync_fix.scoring import ScoreOptions, score_matrix
+from lipsync_fix.visual import lower_half
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    tolerances: tuple[int, ...]
+    contexts: tuple[int, ...]
+
+
+PROTOCOLS = {
+    "lrs2": Protocol("lrs2", (1,), (5, 7, 9, 11, 13, 15)),
+    "acappella": Protocol("acappella", (1, 5), (5, 10, 15, 20, 25)),
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise LipsyncError(f"unknown protocol {name!r}; use one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def clip_accuracies(dists: np.ndarray, protocol: Protocol, true_offset: int = 0) -> dict:
+    """``{tolerance: {K: accuracy}}`` for one clip's score matrix."""
+    return {
+        tol: {k: accuracy(dists, k, tol, true_offset) for k in protocol.contexts}
+        for tol in protocol.tolerances
+    }
+
+
+def progress_line(acc: dict, protocol: Protocol) -> str:
+    """The reference's progress description, e.g. ``K5:0.1111,K7:...``; Acappella lists
+    ``[Tolerance 1]:K5:...,[Tolerance 5]:K5:...``."""
+    def ks(tol: int) -> str:
+        return ",".join(f"K{k}:{acc[tol][k]:.4f}" for k in protocol.contexts)
+
+    if len(protocol.tolerances) == 1:
+        return ks(protocol.tolerances[0])
+    return ",".join(f"[Tolerance {tol}]:{ks(tol)}" for tol in protocol.tolerances)
+
+
+@dataclass
+class EvalResult:
+    protocol: str
+    clips: int = 0
+    windows: int = 0
+    seconds: float = 0.0
+    per_clip: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    def accuracy(self) -> dict[str, dict[str, float]]:
+        """Mean over clips, keyed ``tolerance_<t>`` then ``str(K)``."""
+        out: dict[str, dict[str, float]] = {}
+        for clip in self.per_clip:
+            for tol, by_k in clip["accuracy"].items():
+                slot = out.setdefault(f"tolerance_{tol}", {})
+                for k, value in by_k.items():
+                    slot.setdefault(str(k), []).append(value)  # type: ignore[arg-type]
+        return {t: {k: float(np.mean(v)) for k, v in d.items()} for t, d in out.items()}
+
+    def to_json(self) -> dict:
+        return {
+            "protocol": self.protocol,
+            "clips": self.clips,
+            "windows": self.windows,
+            "seconds": round(self.seconds, 3),
+            "accuracy": self.accuracy(),
+            "skipped": self.skipped,
+        }
+
+
+def evaluate_folder(
+    model: VocaLiST,
+    data_root: str | Path,
+    protocol: Protocol,
+    split: str = "test",
+    options: ScoreOptions | None = None,
+    limit: int | None = None,
+    on_clip: Callable[[int, int, dict], None] | None = None,
+) -> EvalResult:
+    """Score every clip of a split and aggregate the protocol's accuracies.
+
+    Clips too short for one window or unreadable are skipped and listed, not fatal:
+    one bad folder in a dataset of thousands should not lose an evaluation run.
+    """
+    clips = list_clips(data_root, split)[:limit]
+    if not clips:
+        raise LipsyncError(f"no clips found under {data_root} (split {split!r})")
+    result = EvalResult(protocol.name)
+    start = time.perf_counter()
+    for i, folder in enumerate(clips):
+        try:
+            clip = load_clip(folder)
+        except LipsyncError as exc:
+            result.skipped.append({"clip": str(folder), "reason": str(exc)})
+            continue
+        dists = score_matrix(
+            model, lower_half(clip.crops), log_mel_spectrogram(clip.wav), len(clip.wav), options
+        )
+        if dists.shape[0] == 0:
+            result.skipped.append({"clip": str(folder), "reason": "shorter than one window"})
+            continue
+        acc = clip_accuracies(dists, protocol)
+        record = {"clip": str(folder), "windows": int(dists.shape[0]), "accuracy": acc}
+        result.per_clip.append(record)
+        result.clips += 1
+        result.windows += dists.shape[0]
+        if on_clip:
+            on_clip(i + 1, len(clips), record)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def write_result(result: EvalResult, path: str | Path) -> None:
+    """JSON for ``.json`` paths, a CSV table (tolerance, K, accuracy) for ``.csv``."""
+    path = Path(path)
+    data = result.to_json()
+    if path.suffix == ".csv":
+        rows = ["tolerance,context,accuracy"]
+        for tol, by_k in data["accuracy"].items():
+            rows += [f"{tol.split('_')[1]},{k},{v:.6f}" for k, v in by_k.items()]
+        path.write_text("\n".join(rows) + "\n")
+    else:
+        path.write_text(json.dumps(data, indent=1) + "\n")

@@ -1,0 +1,77 @@
+"""`lipsync-fix eval` on clips in the authors' layout, and `bench scorer`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lipsync_fix.checkpoint import save_checkpoint
+from lipsync_fix.model import PRESETS, VocaLiST
+from lipsync_fix.synth import make_talking_head, write_clip_folder
+
+CLI = [sys.executable, "-m", "lipsync_fix.cli"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for i, seconds in enumerate((1.6, 1.2)):
+        write_clip_folder(make_talking_head(i, duration_s=seconds), root / "clips" / f"c{i}")
+    write_clip_folder(make_talking_head(9, duration_s=0.16), root / "clips" / "too_short")
+    (root / "filelists").mkdir()
+    (root / "filelists" / "test.txt").write_text("clips/c0\nclips/c1\nclips/too_short\n")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(root / "tiny.pth", VocaLiST(PRESETS["tiny"]))
+    return root, ckpt
+
+
+@pytest.mark.parametrize("protocol", ["lrs2", "acappella"])
+def test_eval_writes_paper_layout(dataset, protocol, tmp_path):
+    root, ckpt = dataset
+    out = tmp_path / "result.json"
+    run = subprocess.run(
+        [*CLI, "eval", "--protocol", protocol, "--data-root", str(root), "--checkpoint",
+         str(ckpt), "--json", str(out), "--csv", str(tmp_path / "r.csv"), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    assert result["protocol"] == protocol and result["clips"] == 2
+    assert result["windows"] == (40 - 5) + (30 - 5)
+    assert result["seconds"] > 0
+    ks = ["5", "7", "9", "11", "13", "15"] if protocol == "lrs2" else ["5", "10", "15", "20", "25"]
+    tolerances = ["tolerance_1"] if protocol == "lrs2" else ["tolerance_1", "tolerance_5"]
+    assert sorted(result["accuracy"]) == tolerances
+    for tol in tolerances:
+        assert list(result["accuracy"][tol]) == ks
+        assert all(0.0 <= v <= 1.0 for v in result["accuracy"][tol].values())
+    assert [s["reason"] for s in result["skipped"]] == ["shorter than one window"]
+    assert "K=5" in run.stdout and (tmp_path / "r.csv").read_text().startswith("tolerance,")
+
+
+def test_eval_errors_are_one_line(dataset, tmp_path):
+    root, ckpt = dataset
+    for args in (["--data-root", str(tmp_path / "nope"), "--checkpoint", str(ckpt)],
+                 ["--data-root", str(root), "--checkpoint", "no-such-model"],
+                 ["--data-root", str(root), "--checkpoint", str(ckpt), "--protocol", "x"]):
+        run = subprocess.run([*CLI, "eval", *args], capture_output=True, text=True, timeout=120)
+        assert run.returncode != 0
+        assert len(run.stderr.strip().splitlines()) == 1 and "error" in run.stderr
+
+
+def test_bench_scorer_json():
+    run = subprocess.run(
+        [*CLI, "bench", "scorer", "--preset", "tiny", "--duration", "1.6",
+         "--reference-windows", "2", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    for key in ("reference_s_per_window", "cached_s_per_window", "speedup",
+                "offsets_identical", "gflops", "matmul_gflops", "device"):
+        assert key in result
+    assert result["speedup"] > 1 and result["max_abs_score_diff"] < 1e-4

@@ -1,0 +1,103 @@
+"""The numbers of the authors' reference implementation (tests/data, see GOLDEN_README.md)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA
+
+from lipsync_fix.audio import chunk_mel, log_mel_spectrogram, mel_filterbank
+from lipsync_fix.evaluate import PROTOCOLS, clip_accuracies, progress_line
+from lipsync_fix.model import VocaLiST, count_parameters
+from lipsync_fix.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
+from lipsync_fix.visual import frames_from_stacked
+
+
+def rel_err(ours: torch.Tensor, ref: np.ndarray) -> float:
+    ref_t = torch.from_numpy(ref)
+    return float((ours - ref_t).abs().max() / ref_t.abs().max())
+
+
+def test_state_dict_matches_manifest():
+    manifest = json.loads((DATA / "state_dict_manifest.json").read_text())
+    state = VocaLiST().state_dict()
+    assert [e["key"] for e in manifest["entries"]] == list(state)
+    for entry in manifest["entries"]:
+        tensor = state[entry["key"]]
+        assert list(tensor.shape) == entry["shape"], entry["key"]
+        assert str(tensor.dtype) == f"torch.{entry['dtype']}", entry["key"]
+    assert count_parameters(VocaLiST()) == manifest["num_parameters"] == 80_106_561
+
+
+def test_forward_matches_reference(golden_model, golden):
+    g = golden("forward_golden")
+    vid, mel = torch.from_numpy(g["vid"]), torch.from_numpy(g["mel"])
+    with torch.no_grad():
+        video_tokens = golden_model.encode_video(vid)
+        audio_tokens = golden_model.encode_audio(mel)
+        av, va, mem = golden_model.transformers(audio_tokens, video_tokens)
+        logits = golden_model.head(mem)
+        full = golden_model(vid, mel)
+    # The reference returns (B, D, T) from the encoders and (L, B, D) from the transformers.
+    assert rel_err(video_tokens.transpose(1, 2), g["vid_prenet"]) < 1e-4
+    assert rel_err(audio_tokens.transpose(1, 2), g["aud_prenet"]) < 1e-4
+    assert rel_err(av.transpose(0, 1), g["av_transformer"]) < 1e-4
+    assert rel_err(va.transpose(0, 1), g["va_transformer"]) < 1e-4
+    assert rel_err(mem.transpose(0, 1), g["mem_transformer"]) < 1e-4
+    assert rel_err(logits, g["logits"]) < 1e-4
+    assert torch.equal(full, logits)
+
+
+def test_position_quirk_is_exercised(golden_model, golden):
+    """Tokens with channel 0 exactly 0.0 get no position embedding; the golden has some."""
+    g = golden("forward_golden")
+    with torch.no_grad():
+        tokens = golden_model.encode_video(torch.from_numpy(g["vid"]))
+    assert int((tokens[:, :, 0] == 0).sum()) == 4
+    pos = golden_model.av_transformer.embed_positions(tokens)
+    assert torch.all(pos[tokens[:, :, 0] == 0] == 0)
+    assert torch.all(pos[tokens[:, :, 0] != 0].abs().sum(-1) > 0)
+
+
+def test_mel_matches_reference(golden):
+    g = golden("mel_golden")
+    assert np.abs(mel_filterbank() - g["fbank"]).max() < 1e-6
+    full = log_mel_spectrogram(g["wav"]).numpy()
+    assert full.shape == g["full_mel"].shape
+    assert np.abs(full - g["full_mel"]).max() < 1e-4
+    chunk = chunk_mel(g["wav"], int(g["chunk_start"])).numpy()
+    assert chunk.shape == (1, 80, 16)
+    assert np.abs(chunk - g["chunk_mel"]).max() < 1e-4
+
+
+def test_score_matrix_and_accuracy_match_reference(golden_model, golden):
+    g = golden("eval_golden")
+    frames = frames_from_stacked(g["vid"])
+    mel = log_mel_spectrogram(g["wav"])
+    assert np.abs(mel.numpy() - g["mel"][0, 0]).max() < 1e-4
+    dists = score_matrix(golden_model, frames, mel, len(g["wav"]), ScoreOptions(row_block=10))
+    ref = g["dists"]
+    assert dists.shape == ref.shape == (int(g["lastframe"]), 31)
+    out_of_range = ref == OUT_OF_RANGE
+    np.testing.assert_array_equal(dists == OUT_OF_RANGE, out_of_range)
+    assert np.abs(dists[~out_of_range] - ref[~out_of_range]).max() < 1e-3
+    lines = json.loads((DATA / "eval_golden.json").read_text())
+    assert progress_line(clip_accuracies(dists, PROTOCOLS["lrs2"]), PROTOCOLS["lrs2"]) \
+        == lines["lrs2_progress_line"]
+    acappella = PROTOCOLS["acappella"]
+    assert progress_line(clip_accuracies(dists, acappella), acappella) \
+        == lines["acappella_progress_line"]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_protocol_rules_match_reference(case):
+    cases = json.loads((DATA / "protocol_golden.json").read_text())["cases"]
+    spec = cases[case]
+    dists = np.load(DATA / "protocol_golden.npz")[spec["name"]]
+    assert dists.shape[0] == spec["rows"]
+    for name in ("lrs2", "acappella"):
+        proto = PROTOCOLS[name]
+        assert progress_line(clip_accuracies(dists, proto), proto) == spec[f"{name}_progress_line"]

@@ -1,0 +1,86 @@
+"""The cached scorer computes what the per-pair reference computes, in bounded blocks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lipsync_fix.audio import log_mel_spectrogram
+from lipsync_fix.model import PRESETS, VocaLiST
+from lipsync_fix.offsets import context_average, row_offsets
+from lipsync_fix.scoring import (
+    OUT_OF_RANGE,
+    ScoreOptions,
+    num_windows,
+    score_matrix,
+    valid_columns,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    torch.manual_seed(0)
+    model = VocaLiST(PRESETS["tiny"]).eval()
+    rng = np.random.default_rng(0)
+    n_frames = 60
+    frames = torch.from_numpy(rng.uniform(0, 1, (n_frames, 3, 48, 96)).astype(np.float32))
+    wav = (0.3 * rng.standard_normal(n_frames * 640)).astype(np.float32)
+    return model, frames, log_mel_spectrogram(wav), len(wav)
+
+
+@pytest.mark.parametrize(
+    ("edge_rule", "max_shift", "n_frames"),
+    [("reference", 3, 60), ("strict", 15, 60), ("reference", 15, 60), ("reference", 50, 16)],
+)
+def test_cached_equals_reference(tiny_clip, edge_rule, max_shift, n_frames):
+    """Includes a 2 s search range on a clip shorter than it (pad columns scored)."""
+    model, frames, mel, n = tiny_clip
+    frames, n = frames[:n_frames], min(n, n_frames * 640)
+    ref = score_matrix(model, frames, mel, n, ScoreOptions(mode="reference",
+                                                           max_shift=max_shift,
+                                                           edge_rule=edge_rule))
+    cached = score_matrix(model, frames, mel, n, ScoreOptions(max_shift=max_shift,
+                                                              edge_rule=edge_rule,
+                                                              row_block=7, pair_batch=37))
+    assert ref.shape == cached.shape == (n_frames - 5, 2 * max_shift + 1)
+    np.testing.assert_array_equal(ref == OUT_OF_RANGE, cached == OUT_OF_RANGE)
+    assert np.abs(ref - cached).max() < 1e-4
+
+
+def test_block_size_does_not_change_scores(tiny_clip):
+    model, frames, mel, n = tiny_clip
+    whole = score_matrix(model, frames, mel, n, ScoreOptions(row_block=10_000))
+    blocks = score_matrix(model, frames, mel, n, ScoreOptions(row_block=4, pair_batch=11))
+    assert np.abs(whole - blocks).max() < 1e-5
+
+
+def test_num_windows_follows_reference():
+    assert num_windows(32, 20480) == 27  # golden clip: min(32, 32) - 5
+    assert num_windows(100, 640 * 40) == 35  # audio shorter than video bounds it
+    assert num_windows(4, 10_000) == 0
+
+
+def test_edge_rules():
+    strict = valid_columns(np.arange(10), 10, 15, "strict")
+    reference = valid_columns(np.arange(10), 10, 15, "reference")
+    audio = np.arange(10)[:, None] + np.arange(-15, 16)[None, :]
+    np.testing.assert_array_equal(strict, (audio >= 0) & (audio < 10))
+    # Short clip: rows < S keep the right-hand pad columns, as the reference does.
+    assert reference[3, 30] and not strict[3, 30]
+    long_ref = valid_columns(np.arange(100), 100, 15, "reference")
+    np.testing.assert_array_equal(long_ref, valid_columns(np.arange(100), 100, 15, "strict"))
+    with pytest.raises(ValueError):
+        valid_columns(np.arange(3), 3, 2, "other")
+
+
+def test_offsets_sign_and_context():
+    dists = np.full((20, 31), -1.0, dtype=np.float32)
+    dists[:, 15 + 4] = 1.0  # best column: shift +4 -> offset -4
+    dists[7, 15 + 4] = -2.0
+    dists[7, 15 - 2] = 1.0  # one noisy row
+    offsets = row_offsets(dists)
+    assert offsets[0] == -4 and offsets[7] == 2
+    assert row_offsets(context_average(dists, 9))[7] == -4  # context fixes the noisy row
+    with pytest.raises(ValueError):
+        context_average(dists, 4)
