@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -44,6 +45,190 @@ def load_model(checkpoint: str, device: str):
     from lipsync_fix.pretrained import resolve_checkpoint
 
     return load_vocalist(resolve_checkpoint(checkpoint), device)
+
+
+Checkpoint = Annotated[
+    str, typer.Option("--checkpoint", "-c", help="Checkpoint path or registry name.")
+]
+Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or chatter.")]
+Window = Annotated[int, typer.Option(help="Context window in frames (25 = 1 s).")]
+MaxOffset = Annotated[float, typer.Option(help="Largest delay searched, in ms.")]
+Detector = Annotated[str, typer.Option(help="Face detector: auto, haar or s3fd.")]
+FaceBox = Annotated[str | None, typer.Option(help="Fixed face region x,y,w,h (pixels).")]
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
+                  ".flv", ".wmv", ".3gp"}
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given, folders expanded to the videos inside them (sorted, recursive)."""
+    found: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        else:
+            found.append(item)
+    return found
+
+
+def run_batch(
+    inputs: list[Path],
+    work: Callable[[Path, Callable], dict],
+    quiet: bool,
+    json_lines: bool,
+    report: Path | None,
+) -> None:
+    """Run ``work`` per input: one result line each, a failure never stops the others,
+    and the exit status is non-zero if any input failed."""
+    from lipsync_fix.report import ReportWriter
+
+    files = expand_inputs(inputs)
+    if not files:
+        raise LipsyncError("no input videos found")
+    failed = 0
+    with ReportWriter(report) as writer, progress_bar(quiet or len(files) > 1) as bar:
+        for path in files:
+            task = bar.add_task(path.name, total=None)
+
+            def progress(stage: str, done: int, total: int, task=task, name=path.name) -> None:
+                bar.update(task, description=f"{name}: {stage}", completed=done,
+                           total=total)
+
+            try:
+                record = work(path, progress)
+            except LipsyncError as exc:
+                record = {"input": str(path), "error": str(exc)}
+                failed += 1
+            bar.remove_task(task)
+            writer.write(record)
+            if json_lines:
+                print(json.dumps(record), flush=True)
+            elif "error" in record:
+                err.print(f"[red]error:[/red] {record['error']}", highlight=False,
+                          soft_wrap=True)
+            else:
+                out.print(record.pop("_line"), highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def scoring_options(window, max_offset_ms, detector, face_box, device):
+    from lipsync_fix.sync import SyncOptions
+
+    return SyncOptions(window=window, max_offset_ms=max_offset_ms, detector=detector,
+                       face_box=face_box, device=device)
+
+
+@app.command("fix")
+def fix_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Videos or folders of videos.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Output file (one input) or folder (several).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
+    apply_uncertain: Annotated[bool, typer.Option(
+        help="Also fix when the estimate is uncertain.")] = False,
+    checkpoint: Checkpoint = "demo-small",
+    window: Window = 25,
+    max_offset_ms: MaxOffset = 600.0,
+    detector: Detector = "auto",
+    face_box: FaceBox = None,
+    device: Device = "cpu",
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per input.")] = False,
+    report: Annotated[Path | None, typer.Option(help="Write a .csv or .jsonl report.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Measure each video's audio delay and write a copy with the audio moved into sync.
+
+    The video stream is copied bit for bit; the audio is shifted sample-exactly (trimmed
+    or padded with silence, duration kept). Outputs that exist are skipped unless --force.
+    """
+    from lipsync_fix.sync import estimate_sync, fix_video
+
+    files = expand_inputs(inputs)
+    if output is None:
+        raise LipsyncError("give an output with -o OUT (a file, or a folder for several inputs)")
+    several = len(files) > 1 or any(p.is_dir() for p in inputs) or output.is_dir()
+    model = load_model(checkpoint, device)
+    opts = scoring_options(window, max_offset_ms, detector, face_box, device)
+
+    def work(path: Path, progress) -> dict:
+        dst = output / f"{path.stem}.fixed{path.suffix}" if several else output
+        if dst.exists() and not force:
+            return {"input": str(path), "output": str(dst), "skipped": "output exists",
+                    "_line": f"{path}: skipped, {dst} exists (use --force to overwrite)"}
+        if several:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        estimate = estimate_sync(path, model, opts, progress)
+        if estimate.verdict == "uncertain" and not apply_uncertain:
+            raise LipsyncError(f"{estimate.describe()}; not fixed (use --apply-uncertain)")
+        fix_video(path, dst, estimate, force=force)
+        record = estimate.to_json() | {"output": str(dst)}
+        record["_line"] = f"{estimate.describe()} -> wrote {dst}"
+        return record
+
+    run_batch(inputs, _without_line(work, json_lines), quiet, json_lines, report)
+
+
+def _without_line(work, json_lines: bool):
+    """JSON output carries the contract only, not the human sentence."""
+    if not json_lines:
+        return work
+
+    def wrapped(path, progress):
+        record = work(path, progress)
+        record.pop("_line", None)
+        return record
+
+    return wrapped
+
+
+@app.command("score")
+def score_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Videos or folders of videos.")],
+    checkpoint: Checkpoint = "demo-small",
+    window: Window = 25,
+    max_offset_ms: MaxOffset = 600.0,
+    detector: Detector = "auto",
+    face_box: FaceBox = None,
+    device: Device = "cpu",
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per input.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Draw score vs offset to a PNG.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write a .csv or .jsonl report.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Estimate each video's audio delay without writing a video."""
+    from lipsync_fix.sync import estimate_sync
+
+    model = load_model(checkpoint, device)
+    opts = scoring_options(window, max_offset_ms, detector, face_box, device)
+
+    def work(path: Path, progress) -> dict:
+        estimate = estimate_sync(path, model, opts, progress)
+        if plot:
+            from lipsync_fix.report import plot_scores
+
+            target = plot if len(inputs) == 1 and not inputs[0].is_dir() \
+                else plot.with_name(f"{plot.stem}_{path.stem}{plot.suffix}")
+            plot_scores(estimate, target)
+        return estimate.to_json() | {"_line": estimate.describe()}
+
+    run_batch(inputs, _without_line(work, json_lines), quiet, json_lines, report)
+
+
+@app.command("shift")
+def shift_command(
+    video: Annotated[Path, typer.Argument(help="Input video.")],
+    audio_delay_ms: Annotated[float, typer.Option(
+        help="Delay the audio by this much (negative: make it earlier).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output file.")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
+) -> None:
+    """Apply a known shift: the output's sound comes AUDIO_DELAY_MS later than the input's."""
+    from lipsync_fix.media import shift_audio
+
+    done = shift_audio(video, output, audio_delay_ms / 1000.0, force=force)
+    out.print(f"wrote {output}: audio delayed by {1000 * done.applied_delay_s:.2f} ms "
+              f"({done.shift_samples} samples at {done.sample_rate} Hz)")
 
 
 @app.command("eval")
@@ -117,10 +302,17 @@ def bench_scorer(
         print(json.dumps(result.to_json()))
 
 
-def main() -> None:
-    """Entry point: runs the app and turns input errors into one-line messages."""
+COMMANDS = {"fix", "score", "shift", "eval", "bench", "demo", "train", "synth", "preprocess"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``lipsync-fix VIDEO -o OUT`` means ``lipsync-fix fix VIDEO -o OUT``;
+    input errors become one-line messages with a non-zero exit."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] not in COMMANDS and not args[0].startswith("-"):
+        args.insert(0, "fix")
     try:
-        app(standalone_mode=False)
+        code = app(args, standalone_mode=False)
     except LipsyncError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -134,6 +326,8 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
