@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lipsync_fix.errors import LipsyncError
+from lipsync_fix.errors import LipsyncError, OutputExistsError
 
 app = typer.Typer(
     help="Find and fix audio/video desynchronisation in videos of people speaking or singing.",
@@ -153,6 +153,8 @@ def fix_command(
 
     def work(path: Path, progress) -> dict:
         dst = output / f"{path.stem}.fixed{path.suffix}" if several else output
+        if dst.exists() and not force and not several:
+            raise OutputExistsError(f"{dst} exists; use --force to overwrite it")
         if dst.exists() and not force:
             return {"input": str(path), "output": str(dst), "skipped": "output exists",
                     "_line": f"{path}: skipped, {dst} exists (use --force to overwrite)"}
@@ -229,6 +231,43 @@ def shift_command(
     done = shift_audio(video, output, audio_delay_ms / 1000.0, force=force)
     out.print(f"wrote {output}: audio delayed by {1000 * done.applied_delay_s:.2f} ms "
               f"({done.shift_samples} samples at {done.sample_rate} Hz)")
+
+
+@app.command("demo")
+def demo_command(
+    out_dir: Annotated[Path, typer.Option(help="Where the demo clips are written.")] =
+        Path("demo_output"),
+    audio_delay_ms: Annotated[float, typer.Option(help="The delay built into the clip.")] = 200.0,
+    seconds: Annotated[float, typer.Option(help="Length of the generated clip.")] = 8.0,
+    seed: Annotated[int, typer.Option(help="Which generated speaker and sentence.")] = 2024,
+    checkpoint: Checkpoint = "demo-small",
+    device: Device = "cpu",
+    json_line: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Make a talking-head clip with a known audio delay, fix it, and compare (offline)."""
+    from lipsync_fix.demo import run_demo
+    from lipsync_fix.sync import SyncOptions
+
+    model = load_model(checkpoint, device)
+    with progress_bar(quiet or json_line) as bar:
+        task = bar.add_task("demo", total=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        result = run_demo(model, out_dir, audio_delay_ms, seconds, seed,
+                          SyncOptions(device=device), progress)
+    if json_line:
+        print(json.dumps(result.to_json()))
+        return
+    est = result.estimate
+    out.print(f"made    {result.clip} with the audio {audio_delay_ms:.0f} ms late")
+    out.print(f"found   {est.describe()}")
+    out.print(f"true {result.true_audio_delay_ms:.0f} ms, estimated {est.audio_delay_ms:.0f} ms "
+              f"(off by {abs(result.residual_ms):.0f} ms = "
+              f"{abs(result.residual_ms) / 40:.2f} frames)")
+    out.print(f"wrote   {result.fixed} with the audio moved {est.audio_delay_ms:.0f} ms earlier")
 
 
 @app.command("eval")
