@@ -68,8 +68,8 @@ def preprocess_video(src: Path, out_dir: Path, detector: str = "auto") -> dict:
     media.require_video_and_audio(info)
     crops, first = face_crops(media.iter_video_frames(src, fps=VIDEO_FPS), detector)
     wav = media.decode_audio(src, SAMPLE_RATE)
-    start = int(round(first * SAMPLE_RATE / VIDEO_FPS))
-    wav = wav[start : start + int(round(len(crops) * SAMPLE_RATE / VIDEO_FPS))]
+    start = round(first * SAMPLE_RATE / VIDEO_FPS)
+    wav = wav[start : start + round(len(crops) * SAMPLE_RATE / VIDEO_FPS)]
     write_clip(out_dir, crops, wav)
     return {"input": str(src), "clip": str(out_dir), "frames": len(crops)}
 

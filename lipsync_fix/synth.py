@@ -1123,3 +1123,82 @@ def write_clip_folder(
         ).astype(np.float32)
     sf.write(out / "audio.wav", audio, DATASET_SAMPLE_RATE, subtype="PCM_16")
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------------
+
+
+def _split_counts(n_clips: int, fractions: Sequence[float]) -> list[int]:
+    """Clips per split: proportional, every split with a positive share gets at least one clip
+    when there are enough clips, and the counts always add up to ``n_clips``."""
+    weights = np.asarray(fractions, dtype=np.float64)
+    if weights.ndim != 1 or len(weights) == 0 or np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError(f"Split fractions must be non-negative and not all zero: {fractions}.")
+    ideal = n_clips * weights / weights.sum()
+    counts = np.floor(ideal).astype(int)
+    wanted = weights > 0
+    if n_clips >= int(wanted.sum()):
+        counts[wanted & (counts == 0)] = 1
+    while counts.sum() > n_clips:  # the minimum-one rule overshot: take from the biggest split
+        counts[int(np.argmax(counts))] -= 1
+    while counts.sum() < n_clips:  # rounding left clips over: give them where most is missing
+        counts[int(np.argmax(np.where(wanted, ideal - counts, -np.inf)))] += 1
+    return [int(c) for c in counts]
+
+
+def write_synthetic_dataset(
+    out_dir: str | Path,
+    n_clips: int,
+    seed: int,
+    duration_s: float = 4.0,
+    splits: Sequence[tuple[str, float]] = (("train", 0.8), ("val", 0.1), ("test", 0.1)),
+    **clip_options: object,
+) -> Path:
+    """Write ``n_clips`` synthetic talking heads as a training data root and return it.
+
+    The layout is what the authors' training code (and :mod:`lipsync_fix.datasets`) reads:
+    ``clips/00000/0.jpg ... audio.wav`` per clip and ``filelists/<split>.txt`` listing clip
+    folders relative to ``out_dir``, plus ``dataset.json`` recording how it was made. Clip ``i``
+    is made from a seed derived from ``(seed, i)`` alone, so a bigger dataset with the same
+    seed starts with the same clips; clips are assigned to splits in order, by the given
+    fractions (e.g. 80/10/10), with at least one clip per split whenever ``n_clips`` allows.
+    ``clip_options`` are passed to :func:`make_talking_head` (e.g. ``size``, ``head_motion``).
+    Existing clip folders are replaced, so a rewrite never leaves stale frames behind.
+    """
+    import json
+    import shutil
+
+    if n_clips < 1:
+        raise ValueError(f"n_clips must be at least 1, got {n_clips}.")
+    names = [name for name, _ in splits]
+    if len(set(names)) != len(names) or not all(names):
+        raise ValueError(f"Split names must be distinct and non-empty: {names}.")
+    root = Path(out_dir)
+    (root / "filelists").mkdir(parents=True, exist_ok=True)
+    counts = _split_counts(n_clips, [fraction for _, fraction in splits])
+    assignment = [name for name, count in zip(names, counts, strict=True) for _ in range(count)]
+    clips = []
+    for index, split in enumerate(assignment):
+        clip_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+        rel = f"clips/{index:05d}"
+        folder = root / rel
+        if folder.exists():
+            shutil.rmtree(folder)
+        head = make_talking_head(clip_seed, duration_s=duration_s, **clip_options)  # type: ignore[arg-type]
+        write_clip_folder(head, folder)
+        clips.append({"path": rel, "seed": clip_seed, "split": split, "frames": len(head.frames)})
+    for name in names:
+        lines = [c["path"] for c in clips if c["split"] == name]
+        (root / "filelists" / f"{name}.txt").write_text("".join(f"{line}\n" for line in lines))
+    manifest = {
+        "generator": "lipsync_fix.synth.write_synthetic_dataset",
+        "seed": seed,
+        "n_clips": n_clips,
+        "duration_s": duration_s,
+        "clip_options": {k: repr(v) for k, v in clip_options.items()},
+        "clips": clips,
+    }
+    (root / "dataset.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return root
