@@ -56,12 +56,12 @@ Window = Annotated[int, typer.Option(help="Context window in frames (25 = 1 s)."
 MaxOffset = Annotated[float, typer.Option(help="Largest delay searched, in ms.")]
 Detector = Annotated[str, typer.Option(help="Face detector: auto, haar or s3fd.")]
 FaceBox = Annotated[str | None, typer.Option(help="Fixed face region x,y,w,h (pixels).")]
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
-                  ".flv", ".wmv", ".3gp"}
 
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:
     """Files as given, folders expanded to the videos inside them (sorted, recursive)."""
+    from lipsync_fix.media import VIDEO_SUFFIXES
+
     found: list[Path] = []
     for item in inputs:
         if item.is_dir():
@@ -268,6 +268,50 @@ def demo_command(
               f"(off by {abs(result.residual_ms):.0f} ms = "
               f"{abs(result.residual_ms) / 40:.2f} frames)")
     out.print(f"wrote   {result.fixed} with the audio moved {est.audio_delay_ms:.0f} ms earlier")
+
+
+@app.command("synth")
+def synth_command(
+    out_dir: Annotated[Path, typer.Argument(help="Data root to write.")],
+    clips: Annotated[int, typer.Option(help="Number of generated clips.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the whole dataset.")] = 0,
+    seconds: Annotated[float, typer.Option(help="Length of each clip.")] = 4.0,
+    quiet: Quiet = False,
+) -> None:
+    """Write generated talking-head clips in the authors' layout, with train/val/test lists.
+
+    Crops come from the same face detector and cropper as the main job."""
+    from lipsync_fix.preprocess import synthesize_dataset
+
+    with progress_bar(quiet) as bar:
+        task = bar.add_task("clips", total=clips)
+        synthesize_dataset(out_dir, clips, seed, seconds,
+                           on_done=lambda done, total: bar.update(task, completed=done))
+    out.print(f"wrote {clips} clips to {out_dir}")
+
+
+@app.command("preprocess")
+def preprocess_command(
+    raw_dir: Annotated[Path, typer.Argument(help="Folder of videos (searched recursively).")],
+    out_dir: Annotated[Path, typer.Argument(help="Data root to write clip folders into.")],
+    workers: Annotated[int, typer.Option(help="Videos processed in parallel.")] = 1,
+    detector: Detector = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Videos -> the authors' layout (25 fps face crops + 16 kHz audio); resumable."""
+    from lipsync_fix.preprocess import preprocess_folder
+
+    if not raw_dir.is_dir():
+        raise LipsyncError(f"{raw_dir} is not a folder")
+    with progress_bar(quiet) as bar:
+        task = bar.add_task("videos", total=None)
+        summary = preprocess_folder(
+            raw_dir, out_dir, detector, workers,
+            on_done=lambda done, total, _: bar.update(task, completed=done, total=total),
+        )
+    out.print(f"{len(summary.done)} clips written to {out_dir}, {len(summary.skipped)} skipped")
+    for item in summary.skipped:
+        err.print(f"skipped {item['input']}: {item['reason']}", highlight=False, soft_wrap=True)
 
 
 @app.command("eval")

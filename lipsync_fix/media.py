@@ -55,6 +55,10 @@ _LOSSY_ENCODERS = {"aac", "libmp3lame", "libopus", "libvorbis"}
 _LOSSY_BITRATE_PER_CHANNEL = 96_000
 _LOSSY_MAX_BITRATE = 384_000
 
+# File suffixes treated as videos when a folder is given as input.
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg",
+                            ".ts", ".flv", ".wmv", ".3gp"})
+
 
 @functools.cache
 def ffmpeg_exe() -> str:

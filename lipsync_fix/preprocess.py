@@ -97,9 +97,7 @@ def preprocess_folder(
 ) -> PreprocessSummary:
     """Every video under ``raw_dir`` -> a clip folder under ``out_dir`` (same relative
     path, without suffix). Resumable: finished clips are skipped; parallel over files."""
-    from lipsync_fix.cli import VIDEO_SUFFIXES
-
-    videos = sorted(p for p in raw_dir.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    videos = sorted(p for p in raw_dir.rglob("*") if p.suffix.lower() in media.VIDEO_SUFFIXES)
     jobs, skipped = [], []
     for src in videos:
         dst = out_dir / src.relative_to(raw_dir).with_suffix("")
@@ -156,10 +154,12 @@ def synthesize_dataset(
         if on_done:
             on_done(i + 1, n_clips)
     (out_dir / "filelists").mkdir(exist_ok=True)
+    # Every split but the first gets its share (at least one clip); the first the rest.
+    counts = [max(1, int(fraction * n_clips)) for _, fraction in splits[1:]]
+    counts.insert(0, n_clips - sum(counts))
     start = 0
-    for k, (split, fraction) in enumerate(splits):
-        count = n_clips - start if k == len(splits) - 1 else max(1, round(fraction * n_clips))
-        chosen = names[start : start + count]
+    for (split, _), count in zip(splits, counts, strict=True):
+        chosen = names[start : start + max(0, count)]
         (out_dir / "filelists" / f"{split}.txt").write_text("".join(f"{n}\n" for n in chosen))
-        start += count
+        start += max(0, count)
     return out_dir
