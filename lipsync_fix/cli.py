@@ -127,7 +127,7 @@ def fix_command(
     force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
     apply_uncertain: Annotated[bool, typer.Option(
         help="Also fix when the estimate is uncertain.")] = False,
-    checkpoint: Checkpoint = "demo-small",
+    checkpoint: Checkpoint = "vocalist-lrs2",
     window: Window = 25,
     max_offset_ms: MaxOffset = 600.0,
     detector: Detector = "auto",
@@ -187,7 +187,7 @@ def _without_line(work, json_lines: bool):
 @app.command("score")
 def score_command(
     inputs: Annotated[list[Path], typer.Argument(help="Videos or folders of videos.")],
-    checkpoint: Checkpoint = "demo-small",
+    checkpoint: Checkpoint = "vocalist-lrs2",
     window: Window = 25,
     max_offset_ms: MaxOffset = 600.0,
     detector: Detector = "auto",
@@ -233,6 +233,34 @@ def shift_command(
               f"({done.shift_samples} samples at {done.sample_rate} Hz)")
 
 
+@app.command("check")
+def check_command(
+    device: Device = "cpu",
+    json_line: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score the clip the authors' code scored, with the same weights, and compare.
+
+    A self-test of this installation (torch, features, model, scorer, protocols): it must
+    reproduce the reference's score matrix and accuracy lines."""
+    from lipsync_fix.golden import check_against_reference
+
+    result = check_against_reference(device=device)
+    if json_line:
+        print(json.dumps({"passed": result.passed, "max_score_error": result.max_score_error,
+                          "seconds": round(result.seconds, 2)}))
+    else:
+        out.print(f"scored the reference clip (27 windows x 31 shifts) in {result.seconds:.1f} s")
+        out.print(f"largest score difference from the authors' code: "
+                  f"{result.max_score_error:.2e} (tolerance 1e-3); out-of-range cells "
+                  f"{'identical' if result.out_of_range_identical else 'DIFFER'}")
+        for name, (ours, ref) in result.lines.items():
+            out.print(f"{name:9s} ours {ours}\n{'':9s} ref  {ref}", highlight=False,
+                      soft_wrap=True)
+        out.print("[green]PASS[/green]" if result.passed else "[red]FAIL[/red]")
+    if not result.passed:
+        raise typer.Exit(1)
+
+
 @app.command("demo")
 def demo_command(
     out_dir: Annotated[Path, typer.Option(help="Where the demo clips are written.")] =
@@ -247,8 +275,15 @@ def demo_command(
 ) -> None:
     """Make a talking-head clip with a known audio delay, fix it, and compare (offline)."""
     from lipsync_fix.demo import run_demo
+    from lipsync_fix.pretrained import load_registry
     from lipsync_fix.sync import SyncOptions
 
+    if checkpoint == "demo-small" and "demo-small" not in load_registry():
+        raise LipsyncError(
+            "the demo model is not bundled in this build yet; train one on generated clips "
+            "(lipsync-fix synth DATA; python -m lipsync_fix.training --data-root DATA "
+            "--out-dir RUN --preset small) and pass --checkpoint RUN/last.pth"
+        )
     model = load_model(checkpoint, device)
     with progress_bar(quiet or json_line) as bar:
         task = bar.add_task("demo", total=None)
@@ -385,7 +420,8 @@ def bench_scorer(
         print(json.dumps(result.to_json()))
 
 
-COMMANDS = {"fix", "score", "shift", "eval", "bench", "demo", "train", "synth", "preprocess"}
+COMMANDS = {"fix", "score", "shift", "eval", "bench", "demo", "check", "train", "synth",
+            "preprocess"}
 
 
 def main(argv: list[str] | None = None) -> None:

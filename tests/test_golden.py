@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
+from conftest import DATA, GOLDEN
 
 from lipsync_fix.audio import chunk_mel, log_mel_spectrogram, mel_filterbank
 from lipsync_fix.evaluate import PROTOCOLS, clip_accuracies, progress_line
@@ -22,7 +22,7 @@ def rel_err(ours: torch.Tensor, ref: np.ndarray) -> float:
 
 
 def test_state_dict_matches_manifest():
-    manifest = json.loads((DATA / "state_dict_manifest.json").read_text())
+    manifest = json.loads((GOLDEN / "state_dict_manifest.json").read_text())
     state = VocaLiST().state_dict()
     assert [e["key"] for e in manifest["entries"]] == list(state)
     for entry in manifest["entries"]:
@@ -32,8 +32,8 @@ def test_state_dict_matches_manifest():
     assert count_parameters(VocaLiST()) == manifest["num_parameters"] == 80_106_561
 
 
-def test_forward_matches_reference(golden_model, golden):
-    g = golden("forward_golden")
+def test_forward_matches_reference(golden_model, golden_data):
+    g = golden_data("forward_golden")
     vid, mel = torch.from_numpy(g["vid"]), torch.from_numpy(g["mel"])
     with torch.no_grad():
         video_tokens = golden_model.encode_video(vid)
@@ -51,9 +51,9 @@ def test_forward_matches_reference(golden_model, golden):
     assert torch.equal(full, logits)
 
 
-def test_position_quirk_is_exercised(golden_model, golden):
+def test_position_quirk_is_exercised(golden_model, golden_data):
     """Tokens with channel 0 exactly 0.0 get no position embedding; the golden has some."""
-    g = golden("forward_golden")
+    g = golden_data("forward_golden")
     with torch.no_grad():
         tokens = golden_model.encode_video(torch.from_numpy(g["vid"]))
     assert int((tokens[:, :, 0] == 0).sum()) == 4
@@ -62,8 +62,8 @@ def test_position_quirk_is_exercised(golden_model, golden):
     assert torch.all(pos[tokens[:, :, 0] != 0].abs().sum(-1) > 0)
 
 
-def test_mel_matches_reference(golden):
-    g = golden("mel_golden")
+def test_mel_matches_reference(golden_data):
+    g = golden_data("mel_golden")
     assert np.abs(mel_filterbank() - g["fbank"]).max() < 1e-6
     full = log_mel_spectrogram(g["wav"]).numpy()
     assert full.shape == g["full_mel"].shape
@@ -73,8 +73,8 @@ def test_mel_matches_reference(golden):
     assert np.abs(chunk - g["chunk_mel"]).max() < 1e-4
 
 
-def test_score_matrix_and_accuracy_match_reference(golden_model, golden):
-    g = golden("eval_golden")
+def test_score_matrix_and_accuracy_match_reference(golden_model, golden_data):
+    g = golden_data("eval_golden")
     frames = frames_from_stacked(g["vid"])
     mel = log_mel_spectrogram(g["wav"])
     assert np.abs(mel.numpy() - g["mel"][0, 0]).max() < 1e-4
@@ -84,7 +84,7 @@ def test_score_matrix_and_accuracy_match_reference(golden_model, golden):
     out_of_range = ref == OUT_OF_RANGE
     np.testing.assert_array_equal(dists == OUT_OF_RANGE, out_of_range)
     assert np.abs(dists[~out_of_range] - ref[~out_of_range]).max() < 1e-3
-    lines = json.loads((DATA / "eval_golden.json").read_text())
+    lines = json.loads((GOLDEN / "eval_golden.json").read_text())
     assert progress_line(clip_accuracies(dists, PROTOCOLS["lrs2"]), PROTOCOLS["lrs2"]) \
         == lines["lrs2_progress_line"]
     acappella = PROTOCOLS["acappella"]
@@ -101,3 +101,15 @@ def test_protocol_rules_match_reference(case):
     for name in ("lrs2", "acappella"):
         proto = PROTOCOLS[name]
         assert progress_line(clip_accuracies(dists, proto), proto) == spec[f"{name}_progress_line"]
+
+
+def test_check_command_passes():
+    """`lipsync-fix check`: the shipped self-test of an installation."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "lipsync_fix.cli", "check", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["passed"] and result["max_score_error"] < 1e-3
