@@ -82,14 +82,17 @@ PRESETS: dict[str, ModelDimensions] = {
 }
 
 
-class Conv3dBlock(nn.Module):
-    """Conv3d -> BatchNorm3d -> (+ input) -> ReLU, with the authors' ``conv_block`` names."""
+class ConvBlock(nn.Module):
+    """Conv -> BatchNorm -> (+ input) -> ReLU, with the authors' ``conv_block`` names.
 
-    def __init__(self, cin: int, cout: int, kernel, stride, padding, residual: bool = False):
+    ``dims`` is 3 for the video encoder (axes H, W, T) and 2 for the audio one (mel, time).
+    """
+
+    def __init__(self, dims: int, cin: int, cout: int, kernel, stride, padding,
+                 residual: bool = False):
         super().__init__()
-        self.conv_block = nn.Sequential(
-            nn.Conv3d(cin, cout, kernel, stride, padding), nn.BatchNorm3d(cout)
-        )
+        conv, norm = (nn.Conv3d, nn.BatchNorm3d) if dims == 3 else (nn.Conv2d, nn.BatchNorm2d)
+        self.conv_block = nn.Sequential(conv(cin, cout, kernel, stride, padding), norm(cout))
         self.residual = residual
 
     def forward(self, x: Tensor) -> Tensor:
@@ -99,21 +102,12 @@ class Conv3dBlock(nn.Module):
         return F.relu(out)
 
 
-class Conv2dBlock(nn.Module):
-    """Conv2d -> BatchNorm2d -> (+ input) -> ReLU, with the authors' ``conv_block`` names."""
+def Conv3dBlock(*args, **kwargs) -> ConvBlock:  # noqa: N802 - reads like a layer
+    return ConvBlock(3, *args, **kwargs)
 
-    def __init__(self, cin: int, cout: int, kernel, stride, padding, residual: bool = False):
-        super().__init__()
-        self.conv_block = nn.Sequential(
-            nn.Conv2d(cin, cout, kernel, stride, padding), nn.BatchNorm2d(cout)
-        )
-        self.residual = residual
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv_block(x)
-        if self.residual:
-            out = out + x
-        return F.relu(out)
+def Conv2dBlock(*args, **kwargs) -> ConvBlock:  # noqa: N802 - reads like a layer
+    return ConvBlock(2, *args, **kwargs)
 
 
 def video_encoder(widths: tuple[int, ...], d_model: int) -> nn.Sequential:
