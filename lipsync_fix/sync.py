@@ -137,18 +137,16 @@ def extract_features(
     )
 
 
-def usable_windows(features: ClipFeatures, n_rows: int, min_rms: float) -> np.ndarray:
-    """Rows whose 5 frames all show the face and whose 0.2 s of audio holds voice."""
-    n = n_rows
+def usable_windows(
+    features: ClipFeatures, n_rows: int, min_rms: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: whether its 5 frames all show the face, and whether its 0.2 s of audio
+    holds voice (RMS above ``min_rms``)."""
     face = np.lib.stride_tricks.sliding_window_view(features.has_face, FRAMES_PER_WINDOW)
-    face_ok = face[:n].all(axis=1)
     chunk = FRAMES_PER_WINDOW * SAMPLES_PER_FRAME
-    wav = features.wav
-    rms = np.array([
-        np.sqrt(np.mean(wav[v * SAMPLES_PER_FRAME : v * SAMPLES_PER_FRAME + chunk] ** 2))
-        for v in range(n)
-    ])
-    return face_ok & (rms > min_rms)
+    starts = np.arange(n_rows) * SAMPLES_PER_FRAME
+    rms = np.array([np.sqrt(np.mean(features.wav[a : a + chunk] ** 2)) for a in starts])
+    return face[:n_rows].all(axis=1), rms > min_rms
 
 
 def aggregate(dists: np.ndarray, used: np.ndarray, window: int) -> dict:
@@ -216,15 +214,11 @@ def estimate_sync(
             score_opts,
             progress=(lambda d, t: progress("scores", d, t)) if progress else None,
         )
-    used = usable_windows(features, dists.shape[0], opts.min_voice_rms)
+    has_face, voiced = usable_windows(features, dists.shape[0], opts.min_voice_rms)
+    if not voiced.any():
+        raise NoSpeechError(f"{path}: the audio is silent; there is no voice to align")
+    used = has_face & voiced
     if not used.any():
-        voiced = usable_windows(
-            ClipFeatures(features.frames, np.ones_like(features.has_face), features.wav,
-                         features.fps, features.duration_s, 1.0, 0),
-            dists.shape[0], opts.min_voice_rms,
-        )
-        if not voiced.any():
-            raise NoSpeechError(f"{path}: the audio is silent; there is no voice to align")
         raise NoFaceError(f"{path}: no stretch of the clip has both a face and a voice")
     result = aggregate(dists, used, opts.window)
     delay_ms = result["shift_frames"] * FRAME_MS
