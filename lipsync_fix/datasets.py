@@ -57,11 +57,12 @@ def load_clip(folder: str | Path) -> Clip:
     n = frame_count(folder)
     if n == 0:
         raise MediaError(f"clip folder {folder} holds no 0.jpg")
-    crops = np.stack([_read_crop(folder / f"{i}.jpg") for i in range(n)])
+    crops = np.stack([read_crop(folder / f"{i}.jpg") for i in range(n)])
     return Clip(folder, crops, read_wav(folder / AUDIO_NAME))
 
 
-def _read_crop(path: Path) -> np.ndarray:
+def read_crop(path: Path) -> np.ndarray:
+    """One 96x96 BGR crop as the reference reads it (cv2, resized if needed)."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise MediaError(f"cannot read image {path}")
