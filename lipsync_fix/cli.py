@@ -281,8 +281,8 @@ def demo_command(
     if checkpoint == "demo-small" and "demo-small" not in load_registry():
         raise LipsyncError(
             "the demo model is not bundled in this build yet; train one on generated clips "
-            "(lipsync-fix synth DATA; python -m lipsync_fix.training --data-root DATA "
-            "--out-dir RUN --preset small) and pass --checkpoint RUN/last.pth"
+            "(lipsync-fix synth DATA; lipsync-fix train --data-root DATA --out RUN "
+            "--preset small) and pass --checkpoint RUN/last.pth"
         )
     model = load_model(checkpoint, device)
     with progress_bar(quiet or json_line) as bar:
@@ -347,6 +347,34 @@ def preprocess_command(
     out.print(f"{len(summary.done)} clips written to {out_dir}, {len(summary.skipped)} skipped")
     for item in summary.skipped:
         err.print(f"skipped {item['input']}: {item['reason']}", highlight=False, soft_wrap=True)
+
+
+@app.command("train")
+def train_command(
+    data_root: Annotated[Path, typer.Option(help="Data root in the authors' layout.")],
+    run_dir: Annotated[Path, typer.Option(
+        "--out", help="Run folder: checkpoints, last.pth, metrics.")],
+    preset: Annotated[str, typer.Option(help="Model size: paper, small or tiny.")] = "paper",
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    config: Annotated[Path | None, typer.Option(help="JSON/TOML file of settings.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per optimizer step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    context: Annotated[int | None, typer.Option(help="Frames per sample (5, 10, 25).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, ...")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pth.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train VocaLiST (BCE, Adam); under torchrun it trains with DDP on every rank."""
+    from lipsync_fix.training import TrainConfig, train
+
+    given = {"data_root": str(data_root), "out_dir": str(run_dir), "preset": preset,
+             "steps": steps, "batch_size": batch_size, "lr": lr, "context": context,
+             "device": device, "resume": resume or None, "quiet": quiet or None}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    cfg = TrainConfig.from_file(config, **overrides) if config else \
+        TrainConfig.from_dict({}, **overrides)
+    last = train(cfg)
+    out.print(f"wrote {last}")
 
 
 @app.command("eval")

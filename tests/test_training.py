@@ -422,3 +422,22 @@ def test_torchrun_two_processes_on_cpu(data_root: Path, tmp_path: Path) -> None:
     assert abs(one.mean() - two.mean()) < 0.15
     val_one, val_two = read_metrics(single, "val")[-1], read_metrics(ddp, "val")[-1]
     assert abs(val_one["loss"] - val_two["loss"]) < 0.1
+
+
+def test_train_command_writes_loadable_checkpoint(tmp_path):
+    """`lipsync-fix train` is the CLI face of train(): a few steps, then load last.pth."""
+    import subprocess
+    import sys
+
+    from lipsync_fix.checkpoint import load_vocalist
+    from lipsync_fix.synth import write_synthetic_dataset
+
+    root = write_synthetic_dataset(tmp_path / "data", 3, seed=5, duration_s=1.2)
+    run = subprocess.run(
+        [sys.executable, "-m", "lipsync_fix.cli", "train", "--data-root", str(root),
+         "--out", str(tmp_path / "run"), "--preset", "tiny", "--steps", "2",
+         "--batch-size", "4", "--device", "cpu", "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert load_vocalist(tmp_path / "run" / "last.pth").dims.d_model == 32
