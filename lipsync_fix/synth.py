@@ -28,6 +28,8 @@ import numpy as np
 import soundfile as sf
 from scipy import interpolate, signal
 
+from lipsync_fix.faces import crop_face
+
 __all__ = [
     "CROP_PAD_BOTTOM",
     "CROP_SIZE",
@@ -1079,21 +1081,6 @@ def make_talking_head(
         lip_lead_ms=lip_lead_ms,
         syllables=syllables,
     )
-
-
-def crop_face(frame_bgr: np.ndarray, box: Sequence[float]) -> np.ndarray:
-    """Crop a face as the authors' preprocessing does and resize it to 96x96.
-
-    The box is extended by :data:`CROP_PAD_BOTTOM` pixels downwards (so the chin and the open
-    jaw stay inside), clipped to the frame, then resized with :func:`cv2.resize`.
-    """
-    x, y, w, h = (round(v) for v in box)
-    height, width = frame_bgr.shape[:2]
-    x0, y0 = max(0, x), max(0, y)
-    x1, y1 = min(width, x + w), min(height, y + h + CROP_PAD_BOTTOM)
-    if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"Face box {tuple(box)} lies outside the {width}x{height} frame.")
-    return cv2.resize(frame_bgr[y0:y1, x0:x1], (CROP_SIZE, CROP_SIZE))
 
 
 def write_clip_folder(
