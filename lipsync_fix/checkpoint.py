@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +108,16 @@ def save_checkpoint(
     if isinstance(dims, ModelDimensions):
         payload["dims"] = dims.to_dict()
     payload.update(extra)
+    return write_atomically(path, lambda tmp: torch.save(payload, tmp))
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """Let ``write`` fill a temp file beside ``path``, then rename it into place, so a
+    reader never sees a half-written checkpoint and a failure leaves nothing behind."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

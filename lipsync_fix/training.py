@@ -32,7 +32,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 import typing
 from collections import OrderedDict
@@ -57,7 +56,7 @@ from lipsync_fix.audio import (
     chunk_rms,
     log_mel_spectrogram,
 )
-from lipsync_fix.checkpoint import read_checkpoint, save_checkpoint
+from lipsync_fix.checkpoint import read_checkpoint, save_checkpoint, write_atomically
 from lipsync_fix.datasets import AUDIO_NAME, frame_count, list_clips, read_crop, read_wav
 from lipsync_fix.errors import LipsyncError
 from lipsync_fix.model import (
@@ -929,7 +928,7 @@ class _Trainer:
         target = self.run_dir / f"checkpoint_step{step:06d}.pth" if periodic else last
         save_checkpoint(target, model, optimizer, step, self._epoch(), **extra)
         if target != last:
-            _atomic_copy(target, last)
+            write_atomically(last, lambda tmp: shutil.copyfile(target, tmp))
         self.log.say(f"saved {target.name}" + (" and last.pth" if target != last else ""))
 
     def _summary(
@@ -958,17 +957,6 @@ class _Trainer:
             if not summary["ranks_identical"]:
                 print("warning: DDP ranks ended with different weights", file=sys.stderr)
         return summary
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def train(config: TrainConfig) -> Path:
