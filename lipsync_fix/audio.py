@@ -118,11 +118,17 @@ def mel_frame_of(video_frame: int, fps: float = VIDEO_FPS) -> int:
     return int(MEL_FPS * (video_frame / fps))
 
 
-def mel_windows(mel: Tensor, starts: np.ndarray | list[int]) -> Tensor:
-    """Slice 16-frame windows from a whole-clip mel (80, M) at video-frame ``starts``
-    -> (len(starts), 1, 80, 16)."""
+def mel_frames_for(context: int) -> int:
+    """Mel frames matching a ``context``-frame video window: 16 for 5 frames, 32 for 10,
+    80 for 25 (the chunk of ``640 * context`` samples, one STFT frame per 200)."""
+    return context * SAMPLES_PER_FRAME // HOP_LENGTH
+
+
+def mel_windows(mel: Tensor, starts: np.ndarray | list[int], length: int = MEL_WINDOW) -> Tensor:
+    """Slice ``length``-frame windows from a whole-clip mel (80, M) at video-frame
+    ``starts`` -> (len(starts), 1, 80, length)."""
     idx = torch.tensor([mel_frame_of(int(v)) for v in starts], dtype=torch.long)
-    offsets = idx[:, None] + torch.arange(MEL_WINDOW)[None, :]
+    offsets = idx[:, None] + torch.arange(length)[None, :]
     if len(idx) and int(offsets.max()) >= mel.shape[-1]:
         raise ValueError("a mel window runs past the end of the clip's mel spectrogram")
     return mel[:, offsets].permute(1, 0, 2).unsqueeze(1).contiguous()

@@ -1,10 +1,12 @@
-"""Reading and writing VocaLiST checkpoints.
+"""Reading and writing checkpoints of the two model families.
 
-The authors save ``torch.save({"state_dict", "optimizer", "global_step", "global_epoch"})``.
-We read that, a bare state dict, and keys prefixed ``module.`` (DataParallel/DDP), always
-with ``weights_only=True`` so a checkpoint cannot run code. Our own checkpoints use the
-same layout plus ``"dims"`` (the :class:`~lipsync_fix.model.ModelDimensions`) so a model
-of any size loads without guesswork; a checkpoint without ``"dims"`` is the paper's size.
+The authors save ``torch.save({"state_dict", "optimizer", "global_step", "global_epoch"})``
+(Wav2Lip's SyncNet does the same). We read that, a bare state dict, and keys prefixed
+``module.`` (DataParallel/DDP), always with ``weights_only=True`` so a checkpoint cannot run
+code. Our own checkpoints use the same layout plus ``"model"`` (the family: ``vocalist`` or
+``syncnet``), ``"dims"`` (its widths) and ``"context"`` (frames per window), so a model of
+any size loads without guesswork. A file without them is the paper's size, its family told
+by its keys (SyncNet* has ``face_encoder.*``), its context 5 frames.
 """
 
 from __future__ import annotations
@@ -19,7 +21,42 @@ import torch
 from torch import nn
 
 from lipsync_fix.errors import CheckpointError
-from lipsync_fix.model import ModelDimensions, VocaLiST
+from lipsync_fix.model import FRAMES_PER_WINDOW, PRESETS, ModelDimensions, VocaLiST
+from lipsync_fix.syncnet import SYNCNET_PRESETS, SyncNetDimensions, SyncNetStar
+
+FAMILIES = {
+    "vocalist": (VocaLiST, ModelDimensions, PRESETS),
+    "syncnet": (SyncNetStar, SyncNetDimensions, SYNCNET_PRESETS),
+}
+"""Model family name -> (class, dimensions class, presets)."""
+
+
+def build_model(family: str, dims: Any = None, context: int = FRAMES_PER_WINDOW) -> nn.Module:
+    """A fresh model of ``family``: ``dims`` is a preset name, a dims dict or object, or
+    None for the paper's size."""
+    if family not in FAMILIES:
+        raise CheckpointError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
+    cls, dims_cls, presets = FAMILIES[family]
+    if isinstance(dims, str):
+        if dims not in presets:
+            raise CheckpointError(
+                f"unknown {family} preset {dims!r}; choose from {sorted(presets)}")
+        dims = presets[dims]
+    elif isinstance(dims, Mapping):
+        dims = dims_cls.from_dict(dims)
+    if cls is SyncNetStar:
+        if context != FRAMES_PER_WINDOW:
+            raise CheckpointError(f"SyncNet* reads {FRAMES_PER_WINDOW}-frame windows only")
+        return SyncNetStar(dims)
+    return VocaLiST(dims, context=context)
+
+
+def family_of(ckpt: Mapping[str, Any]) -> str:
+    """The family a read checkpoint holds: its ``"model"`` entry, else told by its keys."""
+    if isinstance(ckpt.get("model"), str):
+        return ckpt["model"]
+    return "syncnet" if any(k.startswith("face_encoder.") for k in ckpt["state_dict"]) \
+        else "vocalist"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -70,15 +107,27 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
         raise CheckpointError(f"checkpoint {source} does not fit the model: {'; '.join(problems)}")
 
 
-def load_vocalist(path: str | Path, device: str | torch.device = "cpu") -> VocaLiST:
-    """Build the model a checkpoint describes and load its weights strictly, in eval mode."""
-    ckpt = read_checkpoint(path)
-    dims = ModelDimensions.from_dict(ckpt["dims"]) if isinstance(ckpt.get("dims"), Mapping) \
-        else ModelDimensions()
-    model = VocaLiST(dims)
-    check_state_dict(model, ckpt["state_dict"], str(path))
+def model_from_checkpoint(ckpt: Mapping[str, Any], source: str) -> nn.Module:
+    """Build the model a read checkpoint describes and load its weights strictly."""
+    dims = ckpt["dims"] if isinstance(ckpt.get("dims"), Mapping) else None
+    context = int(ckpt.get("context") or FRAMES_PER_WINDOW)
+    model = build_model(family_of(ckpt), dims, context)
+    check_state_dict(model, ckpt["state_dict"], source)
     model.load_state_dict(ckpt["state_dict"], strict=True)
-    return model.to(device).eval()
+    return model
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """VocaLiST or SyncNet*, whichever the checkpoint holds, in eval mode on ``device``."""
+    return model_from_checkpoint(read_checkpoint(path), str(path)).to(device).eval()
+
+
+def load_vocalist(path: str | Path, device: str | torch.device = "cpu") -> VocaLiST:
+    """Like :func:`load_model`, but refuse anything that is not a VocaLiST checkpoint."""
+    model = load_model(path, device)
+    if not isinstance(model, VocaLiST):
+        raise CheckpointError(f"checkpoint {path} holds a {model.family} model, not VocaLiST")
+    return model
 
 
 def save_checkpoint(
@@ -89,7 +138,8 @@ def save_checkpoint(
     global_epoch: int = 0,
     **extra: Any,
 ) -> Path:
-    """Write the authors' layout plus ``dims`` atomically (temp file, then rename).
+    """Write the authors' layout plus ``model``, ``dims`` and ``context`` atomically (temp
+    file, then rename).
 
     ``extra`` entries (e.g. a training config, a sampler's RNG state) must be plain data
     (tensors, numbers, strings, lists, dicts) so the file stays loadable with
@@ -104,9 +154,10 @@ def save_checkpoint(
         "global_step": int(global_step),
         "global_epoch": int(global_epoch),
     }
-    dims = getattr(inner, "dims", None)
-    if isinstance(dims, ModelDimensions):
-        payload["dims"] = dims.to_dict()
+    if isinstance(inner, (VocaLiST, SyncNetStar)):
+        payload["model"] = inner.family
+        payload["dims"] = inner.dims.to_dict()
+        payload["context"] = int(inner.context)
     payload.update(extra)
     return write_atomically(path, lambda tmp: torch.save(payload, tmp))
 

@@ -40,11 +40,11 @@ def progress_bar(quiet: bool) -> Progress:
 
 
 def load_model(checkpoint: str, device: str):
-    """A registry name or a path -> a VocaLiST model in eval mode on ``device``."""
-    from lipsync_fix.checkpoint import load_vocalist
+    """A registry name or a path -> its model (VocaLiST or SyncNet*) in eval mode."""
+    from lipsync_fix import checkpoint as ckpt
     from lipsync_fix.pretrained import resolve_checkpoint
 
-    return load_vocalist(resolve_checkpoint(checkpoint), device)
+    return ckpt.load_model(resolve_checkpoint(checkpoint), device)
 
 
 Checkpoint = Annotated[
@@ -354,7 +354,11 @@ def train_command(
     data_root: Annotated[Path, typer.Option(help="Data root in the authors' layout.")],
     run_dir: Annotated[Path, typer.Option(
         "--out", help="Run folder: checkpoints, last.pth, metrics.")],
-    preset: Annotated[str, typer.Option(help="Model size: paper, small or tiny.")] = "paper",
+    preset: Annotated[str | None, typer.Option(
+        help="Model size: paper, small or tiny [default: paper].")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Model family: vocalist, or syncnet (the SyncNet* baseline) [default: vocalist].",
+    )] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
     config: Annotated[Path | None, typer.Option(help="JSON/TOML file of settings.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Samples per optimizer step.")] = None,
@@ -364,10 +368,13 @@ def train_command(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pth.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Train VocaLiST (BCE, Adam); under torchrun it trains with DDP on every rank."""
+    """Train VocaLiST or SyncNet* (BCE, Adam); under torchrun, DDP on every rank."""
     from lipsync_fix.training import TrainConfig, train
 
+    if preset is None and config is None:
+        preset = "paper"
     given = {"data_root": str(data_root), "out_dir": str(run_dir), "preset": preset,
+             "model": model,
              "steps": steps, "batch_size": batch_size, "lr": lr, "context": context,
              "device": device, "resume": resume or None, "quiet": quiet or None}
     overrides = {k: v for k, v in given.items() if v is not None}
@@ -387,29 +394,36 @@ def eval_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write results as CSV.")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N clips.")] = None,
+    var: Annotated[bool, typer.Option(
+        "--var", help="Context-specific model: evaluate at its own window length only.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Reproduce the paper's sync accuracy tables on preprocessed clips."""
-    from lipsync_fix.evaluate import evaluate_folder, get_protocol, write_result
+    from lipsync_fix.evaluate import EvalResult, evaluate_folder, get_protocol, write_result
     from lipsync_fix.scoring import ScoreOptions
 
     proto = get_protocol(protocol)
     model = load_model(checkpoint, device)
+    running = EvalResult(proto.name)
     with progress_bar(quiet) as bar:
         task = bar.add_task("clips", total=None)
 
         def on_clip(done: int, total: int, record: dict) -> None:
-            bar.update(task, completed=done, total=total)
+            running.per_clip.append(record)
+            acc = running.accuracy()["tolerance_1"]
+            line = " ".join(f"K{k}:{100 * v:.1f}" for k, v in acc.items())
+            bar.update(task, completed=done, total=total, description=f"clips | {line}")
 
         result = evaluate_folder(
             model, data_root, proto, split, ScoreOptions(mode=mode, device=device),
-            limit, on_clip,
+            limit, on_clip, var,
         )
-    table = Table(title=f"{proto.name} sync accuracy ({result.clips} clips, "
+    name = "SyncNet*" if model.family == "syncnet" else f"VocaLiST (T={result.window})"
+    table = Table(title=f"{proto.name} sync accuracy, {name} ({result.clips} clips, "
                         f"{result.windows} windows, {result.seconds:.1f} s)")
     table.add_column("tolerance")
-    for k in proto.contexts:
+    for k in result.contexts:
         table.add_column(f"K={k}", justify="right")
     for tol, by_k in result.accuracy().items():
         table.add_row(tol.replace("tolerance_", "±"), *[f"{100 * v:.1f}" for v in by_k.values()])

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
+
 from lipsync_fix import media
-from lipsync_fix.model import VocaLiST
 from lipsync_fix.sync import Progress, SyncEstimate, SyncOptions, estimate_sync, fix_video
 from lipsync_fix.synth import make_talking_head
 
@@ -44,7 +45,7 @@ def make_demo_clip(path: Path, audio_delay_ms: float, seconds: float, seed: int)
 
 
 def run_demo(
-    model: VocaLiST,
+    model: nn.Module,
     out_dir: Path,
     audio_delay_ms: float = DEMO_DELAY_MS,
     seconds: float = DEMO_SECONDS,

@@ -7,6 +7,11 @@ fraction of correct rows; a dataset's figure is the mean over clips.
 
 * LRS2 (speech, Table 1): tolerance 1 frame, K = 5, 7, 9, 11, 13, 15.
 * Acappella (singing, Table 2): tolerances 1 and 5 frames, K = 5, 10, 15, 20, 25.
+
+A context-specific ("Var") model trained on T-frame windows scores T-frame rows; with
+``var=True`` it is evaluated at its own length only (K = T, no averaging), otherwise at
+every protocol K >= T. SyncNet* checkpoints are scored the same way (cosine similarity
+instead of a logit).
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from lipsync_fix.audio import log_mel_spectrogram
 from lipsync_fix.datasets import list_clips, load_clip
 from lipsync_fix.errors import LipsyncError
-from lipsync_fix.model import VocaLiST
+from lipsync_fix.model import FRAMES_PER_WINDOW
 from lipsync_fix.offsets import accuracy
 from lipsync_fix.scoring import ScoreOptions, score_matrix
 from lipsync_fix.visual import lower_half
@@ -33,6 +39,17 @@ class Protocol:
     name: str
     tolerances: tuple[int, ...]
     contexts: tuple[int, ...]
+
+    def for_model(self, window: int, var: bool = False) -> Protocol:
+        """The contexts a model with ``window``-frame rows can be evaluated at: its own
+        length only with ``var``, else every protocol K it does not exceed."""
+        if var:
+            return Protocol(self.name, self.tolerances, (window,))
+        usable = tuple(k for k in self.contexts if k >= window)
+        if not usable:
+            raise LipsyncError(f"the model reads {window}-frame windows, longer than every "
+                               f"{self.name} context; evaluate it with --var")
+        return Protocol(self.name, self.tolerances, usable)
 
 
 PROTOCOLS = {
@@ -47,10 +64,13 @@ def get_protocol(name: str) -> Protocol:
     return PROTOCOLS[name]
 
 
-def clip_accuracies(dists: np.ndarray, protocol: Protocol, true_offset: int = 0) -> dict:
-    """``{tolerance: {K: accuracy}}`` for one clip's score matrix."""
+def clip_accuracies(
+    dists: np.ndarray, protocol: Protocol, true_offset: int = 0,
+    window: int = FRAMES_PER_WINDOW,
+) -> dict:
+    """``{tolerance: {K: accuracy}}`` for one clip's score matrix of ``window``-frame rows."""
     return {
-        tol: {k: accuracy(dists, k, tol, true_offset) for k in protocol.contexts}
+        tol: {k: accuracy(dists, k, tol, true_offset, window) for k in protocol.contexts}
         for tol in protocol.tolerances
     }
 
@@ -69,6 +89,8 @@ def progress_line(acc: dict, protocol: Protocol) -> str:
 @dataclass
 class EvalResult:
     protocol: str
+    contexts: tuple[int, ...] = ()
+    window: int = FRAMES_PER_WINDOW  # frames per scored row (the model's own context)
     clips: int = 0
     windows: int = 0
     seconds: float = 0.0
@@ -88,6 +110,7 @@ class EvalResult:
     def to_json(self) -> dict:
         return {
             "protocol": self.protocol,
+            "model_window": self.window,
             "clips": self.clips,
             "windows": self.windows,
             "seconds": round(self.seconds, 3),
@@ -97,23 +120,27 @@ class EvalResult:
 
 
 def evaluate_folder(
-    model: VocaLiST,
+    model: nn.Module,
     data_root: str | Path,
     protocol: Protocol,
     split: str = "test",
     options: ScoreOptions | None = None,
     limit: int | None = None,
     on_clip: Callable[[int, int, dict], None] | None = None,
+    var: bool = False,
 ) -> EvalResult:
     """Score every clip of a split and aggregate the protocol's accuracies.
 
     Clips too short for one window or unreadable are skipped and listed, not fatal:
     one bad folder in a dataset of thousands should not lose an evaluation run.
+    ``var``: evaluate a context-specific model at its own window length only.
     """
+    window = int(getattr(model, "context", FRAMES_PER_WINDOW))
+    protocol = protocol.for_model(window, var)
     clips = list_clips(data_root, split)[:limit]
     if not clips:
         raise LipsyncError(f"no clips found under {data_root} (split {split!r})")
-    result = EvalResult(protocol.name)
+    result = EvalResult(protocol.name, contexts=protocol.contexts, window=window)
     start = time.perf_counter()
     for i, folder in enumerate(clips):
         try:
@@ -127,7 +154,7 @@ def evaluate_folder(
         if dists.shape[0] == 0:
             result.skipped.append({"clip": str(folder), "reason": "shorter than one window"})
             continue
-        acc = clip_accuracies(dists, protocol)
+        acc = clip_accuracies(dists, protocol, window=window)
         record = {"clip": str(folder), "windows": int(dists.shape[0]), "accuracy": acc}
         result.per_clip.append(record)
         result.clips += 1

@@ -313,11 +313,19 @@ class VocaLiST(nn.Module):
 
     Inputs follow the authors' layout: ``video`` (B, 3*T, 48, 96) lower-half face crops in
     BGR, frame-major channels, values in 0..1; ``mel`` (B, 1, 80, 16) normalised log-mel.
+
+    ``context`` is the window length in frames the model was trained for (the paper's
+    "Var" models use 10 or 25 frames with 32 or 80 mel frames); the layers do not depend
+    on it, so checkpoints record it and :func:`~lipsync_fix.checkpoint.load_model` sets it.
     """
 
-    def __init__(self, dims: ModelDimensions | None = None):
+    family = "vocalist"
+    outputs_probability = False
+
+    def __init__(self, dims: ModelDimensions | None = None, context: int = FRAMES_PER_WINDOW):
         super().__init__()
         self.dims = dims or ModelDimensions()
+        self.context = context
         d = self.dims.d_model
         self.vid_prenet = video_encoder(self.dims.video_widths, d)
         self.aud_prenet = audio_encoder(self.dims.audio_widths, d)
@@ -371,6 +379,24 @@ class VocaLiST(nn.Module):
     def sync_logits(self, audio_tokens: Tensor, video_tokens: Tensor, **prepared) -> Tensor:
         """Cross-modal stage only: encoder tokens of each pair -> logits (B,)."""
         return self.head(self.transformers(audio_tokens, video_tokens, **prepared)[2])
+
+    def pair_scorer(self, video_tokens: Tensor, audio_tokens: Tensor):
+        """Logits of (video window, audio window) index pairs from cached encoder tokens.
+
+        Each window's keys and values are projected once per layer here, so the returned
+        function runs only the query side per pair.
+        """
+        video_kv = self.av_transformer.prepare_kv(video_tokens)
+        audio_kv = self.va_transformer.prepare_kv(audio_tokens)
+
+        def score(vi: Tensor, ai: Tensor) -> Tensor:
+            return self.sync_logits(
+                audio_tokens[ai], video_tokens[vi],
+                video_kv=[(k[vi], v[vi]) for k, v in video_kv],
+                audio_kv=[(k[ai], v[ai]) for k, v in audio_kv],
+            )
+
+        return score
 
     def forward(self, video: Tensor, mel: Tensor) -> Tensor:
         """Full model, as the reference runs it: one logit per (video, mel) pair."""

@@ -1,6 +1,7 @@
 """Score matrices: every video window of a clip against audio windows at shifts -S..+S.
 
-Row ``v`` of the matrix is the 5-frame video window starting at frame ``v``; column ``c``
+Row ``v`` of the matrix is the video window starting at frame ``v`` (5 frames, or the
+``context`` a "Var" model was trained for); column ``c``
 pairs it with the audio window starting at frame ``v + c - S`` (positive shift = audio
 taken later than the video). Columns that fall outside the clip hold
 :data:`OUT_OF_RANGE` (-1000), as in the authors' evaluation code.
@@ -20,6 +21,9 @@ Two ways to fill it:
   audio window is encoded once; the keys/values of each window are projected once per
   layer; only the cross-modal query side runs per pair, batched across windows and
   shifts. Rows are processed in blocks so memory stays bounded on long clips.
+
+Any model with ``encode_video``, ``encode_audio`` and ``pair_scorer`` works: VocaLiST
+(logits) and the SyncNet* baseline (cosine similarities).
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from lipsync_fix.audio import MEL_WINDOW, SAMPLES_PER_FRAME, mel_windows
-from lipsync_fix.model import FRAMES_PER_WINDOW, VocaLiST
+from lipsync_fix.audio import SAMPLES_PER_FRAME, mel_frames_for, mel_windows
+from lipsync_fix.model import FRAMES_PER_WINDOW
 from lipsync_fix.visual import video_windows
 
 OUT_OF_RANGE = -1000.0
@@ -53,11 +57,17 @@ class ScoreOptions:
     edge_rule: str = "reference"  # or "strict"
     device: str | torch.device = "cpu"
     dtype: torch.dtype = torch.float32
+    context: int | None = None  # frames per window; None: the model's own (5 for the paper)
 
 
-def num_windows(n_frames: int, n_samples: int) -> int:
-    """The reference's ``lastframe``: how many 5-frame windows a clip yields."""
-    return max(0, min(n_frames, n_samples // SAMPLES_PER_FRAME) - FRAMES_PER_WINDOW)
+def num_windows(n_frames: int, n_samples: int, context: int = FRAMES_PER_WINDOW) -> int:
+    """The reference's ``lastframe``: how many ``context``-frame windows a clip yields."""
+    return max(0, min(n_frames, n_samples // SAMPLES_PER_FRAME) - context)
+
+
+def window_length(model: nn.Module, options: ScoreOptions) -> int:
+    """Frames per scored window: the options' override, else what the model was trained on."""
+    return int(options.context or getattr(model, "context", FRAMES_PER_WINDOW))
 
 
 def valid_columns(
@@ -77,7 +87,7 @@ def valid_columns(
 
 @torch.no_grad()
 def score_matrix(
-    model: VocaLiST,
+    model: nn.Module,
     frames: Tensor,
     mel: Tensor,
     n_samples: int,
@@ -90,7 +100,7 @@ def score_matrix(
     reference). Returns float32 (R, 2S+1) with R = :func:`num_windows`.
     """
     opts = options or ScoreOptions()
-    n_rows = num_windows(frames.shape[0], n_samples)
+    n_rows = num_windows(frames.shape[0], n_samples, window_length(model, opts))
     if n_rows == 0:
         return np.zeros((0, 2 * opts.max_shift + 1), dtype=np.float32)
     model.eval()
@@ -103,7 +113,7 @@ def score_matrix(
 
 @torch.no_grad()
 def reference_rows(
-    model: VocaLiST,
+    model: nn.Module,
     frames: Tensor,
     mel: Tensor,
     n_samples: int,
@@ -115,14 +125,14 @@ def reference_rows(
     window repeated 2S+1 times against the zero-padded stack of mel windows."""
     opts = options or ScoreOptions()
     model.eval()
-    s = opts.max_shift
-    n_rows = num_windows(frames.shape[0], n_samples)
-    mels = mel_windows(mel, np.arange(n_rows))
+    s, t = opts.max_shift, window_length(model, opts)
+    n_rows = num_windows(frames.shape[0], n_samples, t)
+    mels = mel_windows(mel, np.arange(n_rows), mel_frames_for(t))
     pad = torch.zeros(s, *mels.shape[1:])
     padded = torch.cat([pad, mels, pad])
     out = np.empty((len(rows), 2 * s + 1), dtype=np.float32)
     for i, v in enumerate(rows):
-        window = video_windows(frames, [v]).to(opts.device, opts.dtype)
+        window = video_windows(frames, [v], t).to(opts.device, opts.dtype)
         batch_mel = padded[v : v + 2 * s + 1].to(opts.device, opts.dtype)
         out[i] = model(window.expand(2 * s + 1, -1, -1, -1), batch_mel).float().cpu().numpy()
         if progress:
@@ -131,29 +141,27 @@ def reference_rows(
     return out
 
 
-def _encode(model: VocaLiST, kind: str, frames, mel, idx: np.ndarray, opts) -> Tensor:
+def _encode(model: nn.Module, kind: str, frames, mel, idx: np.ndarray, opts) -> Tensor:
     """Encoder tokens for the windows starting at ``idx``, in batches."""
+    t = window_length(model, opts)
     chunks = []
     for i in range(0, len(idx), opts.encoder_batch):
         part = idx[i : i + opts.encoder_batch]
         if kind == "video":
-            x = video_windows(frames, part).to(opts.device, opts.dtype)
+            x = video_windows(frames, part, t).to(opts.device, opts.dtype)
             chunks.append(model.encode_video(x))
         else:
-            x = mel_windows(mel, part).to(opts.device, opts.dtype)
+            x = mel_windows(mel, part, mel_frames_for(t)).to(opts.device, opts.dtype)
             chunks.append(model.encode_audio(x))
     return torch.cat(chunks)
-
-
-def _gather_kv(kv: list[tuple[Tensor, Tensor]], idx: Tensor) -> list[tuple[Tensor, Tensor]]:
-    return [(k[idx], v[idx]) for k, v in kv]
 
 
 def _cached_matrix(model, frames, mel, n_rows, opts, progress) -> np.ndarray:
     s = opts.max_shift
     out = np.full((n_rows, 2 * s + 1), OUT_OF_RANGE, dtype=np.float32)
     audio_cache = _WindowCache(lambda idx: _encode(model, "audio", frames, mel, idx, opts))
-    silence = torch.zeros(1, 1, mel.shape[0], MEL_WINDOW, device=opts.device, dtype=opts.dtype)
+    mel_len = mel_frames_for(window_length(model, opts))
+    silence = torch.zeros(1, 1, mel.shape[0], mel_len, device=opts.device, dtype=opts.dtype)
     pad_token = model.encode_audio(silence)  # the reference's zero-padded mel window
     for r0 in range(0, n_rows, opts.row_block):
         r1 = min(n_rows, r0 + opts.row_block)
@@ -162,8 +170,7 @@ def _cached_matrix(model, frames, mel, n_rows, opts, progress) -> np.ndarray:
         audio_lo, audio_hi = max(0, r0 - s), min(n_rows, r1 + s)
         audio_tok = torch.cat([audio_cache.get(audio_lo, audio_hi), pad_token])
         pad_index = audio_tok.shape[0] - 1
-        video_kv = model.av_transformer.prepare_kv(video_tok)
-        audio_kv = model.va_transformer.prepare_kv(audio_tok)
+        score_pairs = model.pair_scorer(video_tok, audio_tok)
 
         pair_row, pair_col = np.nonzero(valid_columns(rows, n_rows, s, opts.edge_rule))
         pair_audio = rows[pair_row] + pair_col - s
@@ -171,12 +178,8 @@ def _cached_matrix(model, frames, mel, n_rows, opts, progress) -> np.ndarray:
         for i in range(0, len(pair_row), opts.pair_batch):
             vi = torch.as_tensor(pair_row[i : i + opts.pair_batch], device=opts.device)
             ai = torch.as_tensor(pair_audio[i : i + opts.pair_batch], device=opts.device)
-            logits = model.sync_logits(
-                audio_tok[ai], video_tok[vi],
-                video_kv=_gather_kv(video_kv, vi), audio_kv=_gather_kv(audio_kv, ai),
-            )
             sel = slice(i, i + opts.pair_batch)
-            out[rows[pair_row[sel]], pair_col[sel]] = logits.float().cpu().numpy()
+            out[rows[pair_row[sel]], pair_col[sel]] = score_pairs(vi, ai).float().cpu().numpy()
         if progress:
             progress(r1, n_rows)
     return out

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from lipsync_fix import faces, media
 from lipsync_fix.audio import (
@@ -26,7 +27,7 @@ from lipsync_fix.audio import (
     log_mel_spectrogram,
 )
 from lipsync_fix.errors import ClipTooShortError, NoFaceError, NoSpeechError
-from lipsync_fix.model import FRAMES_PER_WINDOW, VocaLiST
+from lipsync_fix.model import FRAMES_PER_WINDOW
 from lipsync_fix.offsets import context_average
 from lipsync_fix.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
 from lipsync_fix.visual import lower_half
@@ -138,21 +139,25 @@ def extract_features(
 
 
 def usable_windows(
-    features: ClipFeatures, n_rows: int, min_rms: float
+    features: ClipFeatures, n_rows: int, min_rms: float, length: int = FRAMES_PER_WINDOW
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: whether its 5 frames all show the face, and whether its 0.2 s of audio
-    holds voice (RMS above ``min_rms``)."""
-    face = np.lib.stride_tricks.sliding_window_view(features.has_face, FRAMES_PER_WINDOW)
-    chunk = FRAMES_PER_WINDOW * SAMPLES_PER_FRAME
+    """Per row: whether its ``length`` frames all show the face, and whether its audio
+    (0.2 s for 5 frames) holds voice (RMS above ``min_rms``)."""
+    face = np.lib.stride_tricks.sliding_window_view(features.has_face, length)
+    chunk = length * SAMPLES_PER_FRAME
     starts = np.arange(n_rows) * SAMPLES_PER_FRAME
     rms = np.array([np.sqrt(np.mean(features.wav[a : a + chunk] ** 2)) for a in starts])
     return face[:n_rows].all(axis=1), rms > min_rms
 
 
-def aggregate(dists: np.ndarray, used: np.ndarray, window: int) -> dict:
+def aggregate(
+    dists: np.ndarray, used: np.ndarray, window: int, length: int = FRAMES_PER_WINDOW
+) -> dict:
     """Clip-level estimate from a score matrix (strict edge rule) and the usable rows.
 
-    * The clip's score curve is the mean logit of each shift over the usable rows that
+    ``length`` is the frames per row (the model's own window).
+
+    * The clip's score curve is the mean score of each shift over the usable rows that
       have that shift in range; its peak, refined to a fraction of a frame by a parabola
       through the peak and its neighbours, is the estimate.
     * Confidence is the share of non-overlapping ``window``-frame segments whose own
@@ -175,8 +180,8 @@ def aggregate(dists: np.ndarray, used: np.ndarray, window: int) -> dict:
     shift_frames = refined - s  # audio taken later by this much matches: the sound is late
 
     rows = np.nonzero(used)[0]
-    averaged = context_average(np.where(valid, dists, OUT_OF_RANGE)[rows], window)
-    seg_len = max(1, window - FRAMES_PER_WINDOW + 1)
+    averaged = context_average(np.where(valid, dists, OUT_OF_RANGE)[rows], window, length)
+    seg_len = max(1, window - length + 1)
     votes = []
     for start in range(0, len(rows), seg_len):
         centre = min(start + seg_len // 2, len(rows) - 1)
@@ -194,7 +199,7 @@ def aggregate(dists: np.ndarray, used: np.ndarray, window: int) -> dict:
 
 def estimate_sync(
     path: str | Path,
-    model: VocaLiST,
+    model: nn.Module,
     options: SyncOptions | None = None,
     progress: Progress | None = None,
 ) -> SyncEstimate:
@@ -214,13 +219,14 @@ def estimate_sync(
             score_opts,
             progress=(lambda d, t: progress("scores", d, t)) if progress else None,
         )
-    has_face, voiced = usable_windows(features, dists.shape[0], opts.min_voice_rms)
+    length = getattr(model, "context", FRAMES_PER_WINDOW)
+    has_face, voiced = usable_windows(features, dists.shape[0], opts.min_voice_rms, length)
     if not voiced.any():
         raise NoSpeechError(f"{path}: the audio is silent; there is no voice to align")
     used = has_face & voiced
     if not used.any():
         raise NoFaceError(f"{path}: no stretch of the clip has both a face and a voice")
-    result = aggregate(dists, used, opts.window)
+    result = aggregate(dists, used, max(opts.window, length), length)
     delay_ms = result["shift_frames"] * FRAME_MS
     confidence = result["confidence"]
     if confidence < opts.uncertain_below:

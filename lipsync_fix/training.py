@@ -1,4 +1,5 @@
-"""Training VocaLiST the way its authors did, on one CPU, one GPU or many (torchrun + DDP).
+"""Training VocaLiST (or the SyncNet* baseline) the way the authors did, on one CPU, one GPU
+or many (torchrun + DDP).
 
 The sampling of training pairs follows the authors' ``train_vocalist_lrs2.py`` (SPEC.md,
 "Training"): a random clip with more than 25 frames, a random window start ``f``, a fair coin
@@ -11,8 +12,9 @@ and their silence rule for negatives. What differs from the reference is enginee
   recently used clips is kept in a small LRU cache, the few frames of a window are read on
   demand, so memory does not grow with the data set;
 * checkpoints keep the authors' layout (``state_dict``, ``optimizer``, ``global_step``,
-  ``global_epoch``) plus ``dims``, the config and RNG states as plain tensors, so they load
-  with ``weights_only=True`` and a resumed run continues bit-for-bit on CPU;
+  ``global_epoch``) plus ``model``, ``dims``, ``context``, the config and RNG states as
+  plain tensors, so they load with ``weights_only=True`` and a resumed run continues
+  bit-for-bit on CPU;
 * multi-process training is plain :class:`~torch.nn.parallel.DistributedDataParallel` under
   ``torchrun``; each rank draws from its own seeded stream, which is what a
   ``DistributedSampler`` would give for a data set that is sampled rather than enumerated.
@@ -55,15 +57,20 @@ from lipsync_fix.audio import (
     chunk_mel,
     chunk_rms,
     log_mel_spectrogram,
+    mel_frames_for,
 )
-from lipsync_fix.checkpoint import read_checkpoint, save_checkpoint, write_atomically
+from lipsync_fix.checkpoint import (
+    FAMILIES,
+    build_model,
+    model_from_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    write_atomically,
+)
 from lipsync_fix.datasets import AUDIO_NAME, frame_count, list_clips, read_crop, read_wav
 from lipsync_fix.errors import LipsyncError
 from lipsync_fix.model import (
     FRAMES_PER_WINDOW,
-    PRESETS,
-    ModelDimensions,
-    VocaLiST,
     count_parameters,
 )
 from lipsync_fix.visual import lower_half
@@ -76,7 +83,6 @@ __all__ = [
     "SyncPairDataset",
     "TrainConfig",
     "main",
-    "mel_frames_for",
     "read_metrics",
     "train",
     "window_mel",
@@ -103,16 +109,6 @@ _VAL_SEED_SALT = 0x5EED_0FA1
 # ---------------------------------------------------------------------------------------------
 # Training pairs
 # ---------------------------------------------------------------------------------------------
-
-
-def mel_frames_for(context: int) -> int:
-    """Mel frames of a ``context``-frame window in the training recipe: 16 for 5 frames.
-
-    The chunk of ``640 * context`` samples has ``1 + 3.2 * context`` STFT frames (centred)
-    and the reference drops the last one (``mels[..., :-1]``), which leaves 32 for 10 frames
-    and 80 for 25, the lengths of the paper's context-specific models.
-    """
-    return context * SAMPLES_PER_FRAME // 200
 
 
 def window_mel(wav: np.ndarray, start_frame: int, context: int = FRAMES_PER_WINDOW) -> Tensor:
@@ -364,11 +360,14 @@ class TrainConfig:
     written). ``resume``: continue from ``<out_dir>/last.pth`` if it exists;
     ``resume_from``: continue from that checkpoint. ``init_from``: start from a checkpoint's
     weights (fine-tuning; its size overrides ``preset``) with a fresh optimiser.
+    ``model``: ``"vocalist"`` (BCE on logits) or ``"syncnet"`` (the SyncNet* baseline, BCE
+    on its cosine similarity; 5-frame context only).
     """
 
     data_root: str
     out_dir: str
     preset: str = "small"
+    model: str = "vocalist"
     init_from: str | None = None
     context: int = FRAMES_PER_WINDOW
     steps: int = 10_000
@@ -395,8 +394,13 @@ class TrainConfig:
     quiet: bool = False
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        if self.model not in FAMILIES:
+            raise ValueError(f"unknown model {self.model!r}; choose from {sorted(FAMILIES)}")
+        presets = FAMILIES[self.model][2]
+        if self.preset not in presets:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(presets)}")
+        if self.model == "syncnet" and int(self.context) != FRAMES_PER_WINDOW:
+            raise ValueError(f"SyncNet* is trained on {FRAMES_PER_WINDOW}-frame windows only")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ValueError(f"amp must be auto, off, bf16 or fp16, not {self.amp!r}")
         for name in ("steps", "batch_size", "grad_accum", "context", "val_samples"):
@@ -654,20 +658,19 @@ class _Trainer:
         last = self.run_dir / "last.pth"
         return last if self.cfg.resume and last.is_file() else None
 
-    def _build_model(self, resume: dict[str, Any] | None) -> VocaLiST:
+    def _build_model(self, resume: dict[str, Any] | None) -> nn.Module:
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
         source = resume
         if source is None and self.cfg.init_from:
             source = read_checkpoint(self.cfg.init_from)
-        if source is not None and isinstance(source.get("dims"), Mapping):
-            dims = ModelDimensions.from_dict(source["dims"])
-        elif source is not None:
-            dims = ModelDimensions()  # the authors' files carry no dims: the paper's size
-        else:
-            dims = PRESETS[self.cfg.preset]
-        model = VocaLiST(dims)
-        if source is not None:
-            model.load_state_dict(source["state_dict"], strict=True)
+        if source is None:
+            model = build_model(self.cfg.model, self.cfg.preset, self.cfg.context)
+        else:  # its own size (the authors' files carry none: the paper's)
+            model = model_from_checkpoint(
+                {**source, "context": self.cfg.context}, self.cfg.init_from or "resume")
+            if model.family != self.cfg.model:
+                raise LipsyncError(f"the checkpoint holds a {model.family} model, but the "
+                                   f"config trains {self.cfg.model}")
         return model.to(self.device)
 
     def _datasets(self) -> tuple[SyncPairDataset, SyncPairDataset | None]:
@@ -747,10 +750,10 @@ class _Trainer:
         start_step = self.global_step
         start_index = start_step * cfg.grad_accum * self.micro_batch
         loader = self._loader(train_ds, _StreamSampler(start_index), self.micro_batch)
-        criterion = nn.BCEWithLogitsLoss()
         origin = cfg.preset if ckpt is None and not cfg.init_from else "from checkpoint"
+        name = "SyncNet*" if cfg.model == "syncnet" else "VocaLiST"
         self.log.say(
-            f"training {count_parameters(model) / 1e6:.2f}M-param VocaLiST ({origin}), "
+            f"training {count_parameters(model) / 1e6:.2f}M-param {name} ({origin}), "
             f"context {cfg.context}, on "
             f"{ctx.world_size} x {self.device.type} (amp {self.amp_dtype or 'off'}), batch "
             f"{cfg.batch_size} = {ctx.world_size} ranks x {cfg.grad_accum} x {self.micro_batch},"
@@ -778,8 +781,8 @@ class _Trainer:
                     label = label.to(self.device, non_blocking=True)
                     sync = micro == cfg.grad_accum - 1 or not ctx.enabled
                     with (contextlib.nullcontext() if sync else net.no_sync()), self._autocast():
-                        logits = net(video, mel)
-                        loss = criterion(logits.float(), label) / cfg.grad_accum
+                        scores = net(video, mel)
+                        loss = sync_loss(model, scores.float(), label) / cfg.grad_accum
                     scaler.scale(loss).backward()
                     window_loss += loss.detach().double()
                 scaler.step(optimizer)
@@ -864,9 +867,9 @@ class _Trainer:
         torch.manual_seed(_seed_for_rank(self.cfg.seed + self.global_step, self.ctx.rank))
 
     @torch.no_grad()
-    def _validate(self, model: VocaLiST, val_ds: SyncPairDataset) -> dict[str, float]:
-        """Loss, F1 and accuracy (logit > 0 means in sync) on the fixed validation pairs,
-        shared out over the ranks and summed."""
+    def _validate(self, model: nn.Module, val_ds: SyncPairDataset) -> dict[str, float]:
+        """Loss, F1 and accuracy (logit > 0, or probability > 0.5, means in sync) on the
+        fixed validation pairs, shared out over the ranks and summed."""
         cfg, ctx = self.cfg, self.ctx
         if ctx.enabled:
             # DDP syncs BatchNorm running stats from rank 0 only at the start of a forward,
@@ -879,11 +882,10 @@ class _Trainer:
         loss_sum = tp = fp = fn = tn = 0.0
         for video, mel, label in loader:
             with self._autocast():
-                logits = model(video.to(self.device), mel.to(self.device)).float()
+                scores = model(video.to(self.device), mel.to(self.device)).float()
             label = label.to(self.device)
-            loss_sum += float(nn.functional.binary_cross_entropy_with_logits(
-                logits, label, reduction="sum"))
-            pred = logits > 0
+            loss_sum += float(sync_loss(model, scores, label, reduction="sum"))
+            pred = scores > (0.5 if model.outputs_probability else 0.0)
             truth = label > 0.5
             tp += float((pred & truth).sum())
             fp += float((pred & ~truth).sum())
@@ -906,7 +908,7 @@ class _Trainer:
         return result
 
     def _save(
-        self, model: VocaLiST, optimizer: torch.optim.Optimizer,
+        self, model: nn.Module, optimizer: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler, periodic: bool,
     ) -> None:
         """Collective (every rank hands over its RNG state); rank 0 writes the files."""
@@ -932,7 +934,7 @@ class _Trainer:
         self.log.say(f"saved {target.name}" + (" and last.pth" if target != last else ""))
 
     def _summary(
-        self, model: VocaLiST, steps: int, seconds: float, wait: float
+        self, model: nn.Module, steps: int, seconds: float, wait: float
     ) -> dict[str, Any]:
         digests = _gather(_param_digest(model), self.ctx)
         summary = {
@@ -959,8 +961,17 @@ class _Trainer:
         return summary
 
 
+def sync_loss(model: nn.Module, scores: Tensor, label: Tensor, reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy of in-sync labels: on VocaLiST's logits, or on SyncNet*'s
+    cosine similarity taken as a probability (clamped away from 0 and 1, as BCE needs)."""
+    if getattr(model, "outputs_probability", False):
+        return nn.functional.binary_cross_entropy(
+            scores.clamp(1e-6, 1 - 1e-6), label, reduction=reduction)
+    return nn.functional.binary_cross_entropy_with_logits(scores, label, reduction=reduction)
+
+
 def train(config: TrainConfig) -> Path:
-    """Train (or continue training) VocaLiST as ``config`` says; returns ``<out_dir>/last.pth``.
+    """Train (or continue training) a model as ``config`` says; returns ``<out_dir>/last.pth``.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is created here (NCCL on CUDA,
     Gloo on CPU) unless the caller already made one, and the model is wrapped in
@@ -993,7 +1004,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m lipsync_fix.training [--config FILE] [--<field> VALUE ...]``."""
     parser = argparse.ArgumentParser(
         prog="python -m lipsync_fix.training",
-        description="Train VocaLiST (one process, or under torchrun for DDP).",
+        description="Train VocaLiST or SyncNet* (one process, or under torchrun for DDP).",
     )
     parser.add_argument("--config", help="a .json or .toml file of TrainConfig fields")
     for field in dataclasses.fields(TrainConfig):

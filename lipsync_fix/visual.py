@@ -25,10 +25,12 @@ def lower_half(crops_bgr: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(half)).permute(0, 3, 1, 2).float() / 255.0
 
 
-def video_windows(frames: Tensor, starts: np.ndarray | list[int]) -> Tensor:
-    """Per-frame lower halves (N, 3, 48, 96) -> windows (len(starts), 15, 48, 96)."""
+def video_windows(
+    frames: Tensor, starts: np.ndarray | list[int], length: int = FRAMES_PER_WINDOW
+) -> Tensor:
+    """Per-frame lower halves (N, 3, 48, 96) -> windows (len(starts), 3*length, 48, 96)."""
     idx = torch.as_tensor(np.asarray(starts, dtype=np.int64))
-    offsets = idx[:, None] + torch.arange(FRAMES_PER_WINDOW)[None, :]
+    offsets = idx[:, None] + torch.arange(length)[None, :]
     if len(idx) and int(offsets.max()) >= frames.shape[0]:
         raise ValueError("a video window runs past the last frame")
     windows = frames[offsets]  # (W, T, 3, 48, 96)

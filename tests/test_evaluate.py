@@ -75,3 +75,21 @@ def test_bench_scorer_json():
                 "offsets_identical", "gflops", "matmul_gflops", "device"):
         assert key in result
     assert result["speedup"] > 1 and result["max_abs_score_diff"] < 1e-4
+
+
+def test_eval_var_uses_the_models_own_context(dataset, tmp_path):
+    """A 10-frame model: --var evaluates K = 10 only; without it, every protocol K >= 10."""
+    root, _ = dataset
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "var10.pth", VocaLiST(PRESETS["tiny"], context=10))
+    for extra, ks in ((["--var"], ["10"]), ([], ["11", "13", "15"])):
+        out = tmp_path / "r.json"
+        run = subprocess.run(
+            [*CLI, "eval", "--data-root", str(root), "--checkpoint", str(ckpt),
+             "--json", str(out), "--quiet", *extra],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        result = json.loads(out.read_text())
+        assert list(result["accuracy"]["tolerance_1"]) == ks
+        assert result["model_window"] == 10 and result["windows"] == (40 - 10) + (30 - 10)

@@ -84,3 +84,26 @@ def test_offsets_sign_and_context():
     assert row_offsets(context_average(dists, 9))[7] == -4  # context fixes the noisy row
     with pytest.raises(ValueError):
         context_average(dists, 4)
+
+
+def test_context_specific_models_score_their_own_window_length(tiny_clip):
+    """A "Var" model trained on 10 frames reads 10-frame video and 32-frame mel windows."""
+    _, frames, mel, n = tiny_clip
+    torch.manual_seed(3)
+    model = VocaLiST(PRESETS["tiny"], context=10).eval()
+    ref = score_matrix(model, frames, mel, n, ScoreOptions(mode="reference", max_shift=4))
+    cached = score_matrix(model, frames, mel, n, ScoreOptions(max_shift=4, row_block=13))
+    assert ref.shape == cached.shape == (60 - 10, 9)
+    assert np.abs(ref - cached).max() < 1e-4
+    five = score_matrix(model, frames, mel, n, ScoreOptions(max_shift=4, context=5))
+    assert five.shape == (55, 9) and np.abs(five[:50] - cached).max() > 1e-3
+
+
+def test_context_average_for_longer_model_windows():
+    dists = np.arange(20, dtype=np.float32).reshape(10, 2)
+    # 10-frame rows averaged to K = 12: 3 rows around each one.
+    averaged = context_average(dists, 12, window=10)
+    np.testing.assert_allclose(averaged[4], dists[3:6].mean(0))
+    np.testing.assert_array_equal(context_average(dists, 10, window=10), dists)
+    with pytest.raises(ValueError):
+        context_average(dists, 9, window=10)

@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from lipsync_fix.audio import chunk_mel, chunk_rms, log_mel_spectrogram
+from lipsync_fix.audio import chunk_mel, chunk_rms, log_mel_spectrogram, mel_frames_for
 from lipsync_fix.checkpoint import load_vocalist, read_checkpoint
 from lipsync_fix.datasets import frame_count, list_clips, read_wav
 from lipsync_fix.errors import LipsyncError
@@ -36,7 +36,6 @@ from lipsync_fix.training import (
     SILENCE_RMS,
     SyncPairDataset,
     TrainConfig,
-    mel_frames_for,
     read_metrics,
     train,
     window_mel,
