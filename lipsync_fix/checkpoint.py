@@ -11,6 +11,7 @@ by its keys (SyncNet* has ``face_encoder.*``), its context 5 frames.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -162,6 +163,27 @@ def save_checkpoint(
     return write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
+INFERENCE_KEYS = ("state_dict", "model", "dims", "context", "global_step", "global_epoch",
+                  "config")
+"""What :func:`export_for_inference` keeps: weights and what they are, not how to resume."""
+
+
+def export_for_inference(src: str | Path, dst: str | Path) -> Path:
+    """Copy a checkpoint without its optimizer, loss-scaler and RNG states (about a third
+    of the size for Adam), after checking that it loads; for sharing and bundling."""
+    ckpt = read_checkpoint(src)
+    model_from_checkpoint(ckpt, str(src))  # refuse to export something that does not load
+    slim = {k: ckpt[k] for k in INFERENCE_KEYS if k in ckpt}
+    slim["state_dict"] = {k: v.contiguous().clone() for k, v in slim["state_dict"].items()}
+    # Serialised in memory first: torch.save names the archive after the file it writes,
+    # and the temp file's random name would make the bytes (and the sha256) differ per run.
+    buffer = io.BytesIO()
+    torch.save(slim, buffer)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomically(dst, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+
+
 def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
     """Let ``write`` fill a temp file beside ``path``, then rename it into place, so a
     reader never sees a half-written checkpoint and a failure leaves nothing behind."""
@@ -169,6 +191,9 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

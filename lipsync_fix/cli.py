@@ -275,15 +275,8 @@ def demo_command(
 ) -> None:
     """Make a talking-head clip with a known audio delay, fix it, and compare (offline)."""
     from lipsync_fix.demo import run_demo
-    from lipsync_fix.pretrained import load_registry
     from lipsync_fix.sync import SyncOptions
 
-    if checkpoint == "demo-small" and "demo-small" not in load_registry():
-        raise LipsyncError(
-            "the demo model is not bundled in this build yet; train one on generated clips "
-            "(lipsync-fix synth DATA; lipsync-fix train --data-root DATA --out RUN "
-            "--preset small) and pass --checkpoint RUN/last.pth"
-        )
     model = load_model(checkpoint, device)
     with progress_bar(quiet or json_line) as bar:
         task = bar.add_task("demo", total=None)
@@ -384,6 +377,24 @@ def train_command(
     out.print(f"wrote {last}")
 
 
+@app.command("export")
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A training checkpoint (e.g. RUN/last.pth).")],
+    output: Annotated[Path, typer.Argument(help="Where to write the inference-only copy.")],
+    force: Annotated[bool, typer.Option(help="Overwrite OUTPUT if it exists.")] = False,
+) -> None:
+    """Strip optimizer and RNG state from a checkpoint, for sharing or bundling; prints
+    its sha256 for a registry entry."""
+    from lipsync_fix.checkpoint import export_for_inference
+    from lipsync_fix.pretrained import sha256_of
+
+    if output.exists() and not force:
+        raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
+    export_for_inference(checkpoint, output)
+    out.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, "
+              f"sha256 {sha256_of(output)})")
+
+
 @app.command("eval")
 def eval_command(
     data_root: Annotated[Path, typer.Option(help="Root of preprocessed clips (authors' layout).")],
@@ -462,15 +473,17 @@ def bench_scorer(
         print(json.dumps(result.to_json()))
 
 
-COMMANDS = {"fix", "score", "shift", "eval", "bench", "demo", "check", "train", "synth",
-            "preprocess"}
+def command_names() -> set[str]:
+    """Every registered command and command group (so new commands need no list here)."""
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}
+    return names | {g.name for g in app.registered_groups if g.name}
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: ``lipsync-fix VIDEO -o OUT`` means ``lipsync-fix fix VIDEO -o OUT``;
     input errors become one-line messages with a non-zero exit."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] not in COMMANDS and not args[0].startswith("-"):
+    if args and args[0] not in command_names() and not args[0].startswith("-"):
         args.insert(0, "fix")
     try:
         code = app(args, standalone_mode=False)

@@ -9,7 +9,8 @@ never loaded. Entries with no direct link (the authors publish theirs in a Googl
 folder) resolve only from a file the user placed in the cache or passed with
 ``--checkpoint PATH``; the error says where to get it.
 
-A checkpoint may also be bundled inside the package (``"bundled": "assets/<file>"``):
+A checkpoint may also be bundled inside the package (``"bundled": "assets/<file>"``,
+relative to the package folder, still checked against its sha256):
 the demo model is, so the demo runs offline.
 """
 
@@ -27,7 +28,6 @@ from lipsync_fix.errors import CheckpointError
 
 ASSETS = Path(__file__).parent / "assets"
 REGISTRY_FILE = ASSETS / "registry.json"
-DEFAULT_CHECKPOINT = "demo-small"
 
 Progress = Callable[[int, int | None], None]
 
@@ -72,7 +72,7 @@ def resolve_checkpoint(
         raise CheckpointError(f"unknown checkpoint {name!r}; known names: {known}, or a path")
     entry = registry[name]
     if entry.get("bundled"):
-        return _verified(ASSETS / entry["bundled"], entry, name)
+        return _verified(ASSETS.parent / entry["bundled"], entry, name)
     target = (root or cache_dir()) / entry["filename"]
     if target.is_file():
         return _verified(target, entry, name)

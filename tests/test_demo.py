@@ -1,0 +1,47 @@
+"""The README's first command: `lipsync-fix demo` with the bundled model, offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lipsync_fix import media
+from lipsync_fix.checkpoint import load_model
+from lipsync_fix.pretrained import load_registry, resolve_checkpoint, sha256_of
+from lipsync_fix.syncnet import SyncNetStar
+
+CLI = [sys.executable, "-m", "lipsync_fix.cli"]
+
+
+def test_bundled_demo_model_is_registered_and_verified():
+    entry = load_registry()["demo-small"]
+    path = resolve_checkpoint("demo-small")
+    assert path.is_file() and sha256_of(path) == entry["sha256"]
+    model = load_model(path)
+    assert isinstance(model, SyncNetStar) and entry["family"] == model.family
+    assert entry["preset"] == "small" and "lipsync-fix train" in entry["source"]
+
+
+@pytest.mark.parametrize("delay_ms", [200.0, -120.0])
+def test_demo_finds_the_delay_within_one_frame(tmp_path, delay_ms):
+    """Fresh clip (a speaker and sentence not in the training set), known delay, fixed."""
+    run = subprocess.run(
+        [*CLI, "demo", "--json", "--out-dir", str(tmp_path), "--audio-delay-ms", str(delay_ms)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    print(f"demo: true {result['true_audio_delay_ms']} ms, estimated "
+          f"{result['audio_delay_ms']} ms, confidence {result['confidence']}")
+    assert result["true_audio_delay_ms"] == delay_ms
+    assert abs(result["audio_delay_ms"] - delay_ms) <= 40.0  # one frame at 25 fps
+    assert result["verdict"] == "out_of_sync" and result["confidence"] >= 0.5
+    assert result["face_coverage"] >= 0.95
+    fixed = tmp_path / "demo_fixed.mp4"
+    info = media.probe(fixed)
+    assert info.has_video and info.has_audio
+    assert media.video_packets_md5(fixed) == media.video_packets_md5(
+        tmp_path / "demo_out_of_sync.mp4")
