@@ -26,8 +26,22 @@ FRAMES_PER_WINDOW = 5  # T: video frames the model sees at once (0.2 s at 25 fps
 MEL_FRAMES_PER_WINDOW = 16  # mel frames (80 per second) matching those 5 video frames
 
 
+class Dimensions:
+    """Mixin for a frozen dataclass of widths: plain-dict round trip for checkpoints, where
+    tuples come back as lists and entries from other versions may be unknown."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
+        known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
+        return cls(**known)
+
+
 @dataclass(frozen=True)
-class ModelDimensions:
+class ModelDimensions(Dimensions):
     """Widths and depths of a VocaLiST model; the defaults are the paper's (80.1M params).
 
     Stored beside the weights in our checkpoints so a model of any size loads without
@@ -44,17 +58,6 @@ class ModelDimensions:
     attn_dropout: float = 0.0
     relu_dropout: float = 0.1
     res_dropout: float = 0.1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelDimensions:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for key in ("video_widths", "audio_widths"):
-            if key in known:
-                known[key] = tuple(known[key])
-        return cls(**known)
 
 
 PRESETS: dict[str, ModelDimensions] = {

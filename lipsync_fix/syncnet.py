@@ -13,32 +13,21 @@ follow Wav2Lip's ``SyncNet_color`` so its released ``lipsync_expert.pth`` loads 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lipsync_fix.model import FRAMES_PER_WINDOW, Conv2dBlock
+from lipsync_fix.model import FRAMES_PER_WINDOW, Conv2dBlock, Dimensions
 
 
 @dataclass(frozen=True)
-class SyncNetDimensions:
+class SyncNetDimensions(Dimensions):
     """Widths of a SyncNet* model; the defaults are Wav2Lip's (16.4M parameters)."""
 
     video_widths: tuple[int, ...] = (32, 64, 128, 256, 512)
     audio_widths: tuple[int, ...] = (32, 64, 128, 256)
     embed_dim: int = 512
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SyncNetDimensions:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for key in ("video_widths", "audio_widths"):
-            if key in known:
-                known[key] = tuple(known[key])
-        return cls(**known)
 
 
 SYNCNET_PRESETS: dict[str, SyncNetDimensions] = {
