@@ -473,6 +473,131 @@ def bench_scorer(
         print(json.dumps(result.to_json()))
 
 
+@app.command("separate")
+def separate_command(
+    video: Annotated[Path, typer.Argument(help="Video of the person whose voice to keep.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output audio (.wav, .flac).")],
+    checkpoint: Annotated[Path, typer.Option(
+        "--checkpoint", "-c", help="A separation checkpoint (train-separation's last.pth).")],
+    device: Device = "cpu",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
+    detector: Detector = "auto",
+    face_box: FaceBox = None,
+    json_line: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Separate the voice of the singer on screen from the rest of the soundtrack
+    (Y-Net, paper Table 3)."""
+    from lipsync_fix.separation import load_separator, separate_video
+    from lipsync_fix.sync import SyncOptions
+
+    if output.exists() and not force:
+        raise OutputExistsError(f"{output} exists; use --force to overwrite it")
+    model = load_separator(str(checkpoint), device)
+    opts = SyncOptions(detector=detector, face_box=face_box, device=device)
+    record = separate_video(video, output, model, opts, force=force)
+    if json_line:
+        print(json.dumps(record))
+    else:
+        out.print(f"{video}: wrote {output} ({record['duration_s']:.1f} s, {record['system']})",
+                  highlight=False, soft_wrap=True)
+
+
+@app.command("train-separation")
+def train_separation_command(
+    data_root: Annotated[Path, typer.Option(help="Clips in the authors' layout.")],
+    run_dir: Annotated[Path, typer.Option("--out", help="Run folder: last.pth, metrics.")],
+    visual: Annotated[str, typer.Option(help="Visual encoder: mc18, vocalist or syncnet.")] =
+        "mc18",
+    sync_checkpoint: Annotated[Path | None, typer.Option(
+        help="VocaLiST / SyncNet* checkpoint to start the visual encoder from.")] = None,
+    freeze: Annotated[bool | None, typer.Option(
+        "--freeze/--no-freeze",
+        help="Keep the sync encoder fixed (PT) or train it (E2E) [default: PT with a "
+             "sync checkpoint].")] = None,
+    preset: Annotated[str, typer.Option(help="Model size: paper, small or tiny.")] = "small",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 2000,
+    batch_size: Annotated[int, typer.Option(help="Mixtures per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    seconds: Annotated[float, typer.Option(help="Length of each mixture.")] = 4.0,
+    accompaniment_dir: Annotated[Path | None, typer.Option(
+        help="Folder of accompaniment wavs [default: synthesised].")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the mixtures and the weights.")] = 0,
+    device: Device = "cpu",
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pth.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a Y-Net separator on mixtures made on the fly (half with a second voice)."""
+    from lipsync_fix.separation_training import SeparationConfig, train_separator
+
+    cfg = SeparationConfig(
+        data_root=str(data_root), out_dir=str(run_dir), visual=visual,
+        sync_checkpoint=str(sync_checkpoint) if sync_checkpoint else None, freeze=freeze,
+        preset=preset, steps=steps, batch_size=batch_size, lr=lr, seconds=seconds,
+        accompaniment_dir=str(accompaniment_dir) if accompaniment_dir else None, seed=seed,
+        device=device, resume=resume, quiet=quiet,
+    )
+    last = train_separator(cfg, log=lambda msg: err.print(msg, highlight=False))
+    out.print(f"wrote {last}")
+
+
+@app.command("eval-separation")
+def eval_separation_command(
+    data_root: Annotated[Path, typer.Option(help="Clips in the authors' layout.")],
+    checkpoints: Annotated[list[Path], typer.Option(
+        "--checkpoint", "-c", help="Separation checkpoint; give two to compare them.")],
+    split: Annotated[str, typer.Option(help="Filelist split under DATA_ROOT/filelists.")] =
+        "test",
+    mixtures: Annotated[int, typer.Option(help="Mixtures to score.")] = 100,
+    seconds: Annotated[float, typer.Option(help="Length of each mixture.")] = 4.0,
+    seed: Annotated[int, typer.Option(help="Seed of the test mixtures.")] = 1234,
+    accompaniment_dir: Annotated[Path | None, typer.Option(
+        help="Folder of accompaniment wavs [default: synthesised].")] = None,
+    device: Device = "cpu",
+    json_line: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """SDR and SIR (BSS Eval v4) of separators on the same mixtures, as in the paper's
+    Table 3, with the unprocessed mixture and a Wilcoxon test between two systems."""
+    from lipsync_fix.mixing import MixtureConfig, MixtureDataset
+    from lipsync_fix.separation import load_separator
+    from lipsync_fix.separation_metrics import format_table, significance, table_rows
+    from lipsync_fix.separation_training import evaluate_separator
+
+    dataset = MixtureDataset(data_root, split, mixtures, MixtureConfig(seconds, seed=seed),
+                             accompaniment_dir)
+    systems, baseline = [], None
+    names = [p.stem if p.stem != "last" else p.parent.name for p in checkpoints]
+    for path, name in zip(checkpoints, names, strict=True):
+        model = load_separator(str(path), device)
+        label = f"{name} ({model_label(model)})" if len(set(names)) == len(names) else str(path)
+        scores, mix = evaluate_separator(model, dataset, device, name=label,
+                                         with_mixture=baseline is None)
+        baseline = baseline or mix
+        systems.append(scores)
+    assert baseline is not None
+    rows = table_rows([baseline, *systems])
+    test = significance(systems[0], systems[1]) if len(systems) == 2 else None
+    if json_line:
+        print(json.dumps({"mixtures": len(dataset), "split": split, "table": rows,
+                          "significance": test,
+                          "per_clip": {s.name: s.per_clip for s in [baseline, *systems]}}))
+        return
+    out.print(f"{len(dataset)} mixtures of {seconds:g} s from {data_root} ({split}); "
+              "SDR and SIR in dB", highlight=False)
+    out.print(format_table(rows), highlight=False)
+    if test is not None:
+        verdict = "no significant difference" if not test["significant_sdr"] else "significant"
+        out.print(f"{test['test']}: p(SDR) = {test['p_sdr']:.3g}, p(SIR) = {test['p_sir']:.3g}"
+                  f" -> {verdict} in SDR (p > 0.05: no significant difference)",
+                  highlight=False, soft_wrap=True)
+
+
+def model_label(model) -> str:
+    """The paper's name of a loaded separator (e.g. ynet-mr-v-pt)."""
+    from lipsync_fix.separation import system_name
+
+    return system_name(model.visual, model.frozen_visual)
+
+
 def command_names() -> set[str]:
     """Every registered command and command group (so new commands need no list here)."""
     names = {c.name or c.callback.__name__ for c in app.registered_commands}
