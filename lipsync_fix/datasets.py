@@ -72,7 +72,13 @@ def read_crop(path: Path) -> np.ndarray:
 
 
 def list_clips(data_root: str | Path, split: str | None = "test") -> list[Path]:
-    """Clip folders of a split: from ``filelists/<split>.txt`` if present, else a scan."""
+    """Clip folders of a split.
+
+    LRS2 style: ``filelists/<split>.txt`` lists clip folders relative to the root.
+    Acappella style (a folder per split, e.g. ``unseen_unheard_test/``, with language and
+    singer folders below): every clip folder under ``<root>/<split>``. Anyone's data: with
+    neither, every clip folder under the root.
+    """
     root = Path(data_root)
     if not root.is_dir():
         raise LipsyncError(f"data root {root} is not a folder")
@@ -84,6 +90,8 @@ def list_clips(data_root: str | Path, split: str | None = "test") -> list[Path]:
             if name:
                 clips.append(root / name)
         return clips
-    if split and (root / "filelists").is_dir():
+    if split and (root / split).is_dir():
+        root = root / split
+    elif split and (root / "filelists").is_dir():
         raise LipsyncError(f"no filelist for split {split!r} under {root / 'filelists'}")
     return sorted(p.parent for p in root.rglob(AUDIO_NAME) if (p.parent / "0.jpg").is_file())

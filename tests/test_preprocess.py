@@ -44,3 +44,20 @@ def test_preprocess_real_clip_resumable_and_reports_failures(tmp_path):
     assert np.abs(clip.wav).max() > 0.01
     second = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert "0 clips written" in second.stdout and "already done" in second.stderr
+
+
+def test_split_folders_and_plain_folders_are_listed(tmp_path):
+    """Acappella keeps a folder per split (language/singer/clip below it); anyone's data may
+    be a plain tree of clip folders. Both are found without filelists."""
+    def clip(path):
+        path.mkdir(parents=True)
+        (path / "0.jpg").write_bytes(b"")
+        (path / "audio.wav").write_bytes(b"")
+
+    clip(tmp_path / "unseen_unheard_test" / "Spanish" / "s1" / "a")
+    clip(tmp_path / "unseen_unheard_test" / "English" / "s2" / "b")
+    clip(tmp_path / "train" / "English" / "s3" / "c")
+    (tmp_path / "train" / "English" / "s3" / "notes").mkdir()
+    assert [p.name for p in list_clips(tmp_path, "unseen_unheard_test")] == ["b", "a"]
+    assert [p.name for p in list_clips(tmp_path, "train")] == ["c"]
+    assert len(list_clips(tmp_path, None)) == 3
