@@ -383,8 +383,9 @@ def export_command(
     output: Annotated[Path, typer.Argument(help="Where to write the inference-only copy.")],
     force: Annotated[bool, typer.Option(help="Overwrite OUTPUT if it exists.")] = False,
 ) -> None:
-    """Strip optimizer and RNG state from a checkpoint, for sharing or bundling; prints
-    its sha256 for a registry entry."""
+    """Write an inference-only copy of a checkpoint (for sharing or bundling).
+
+    Optimizer and RNG state are dropped; the sha256 is printed for a registry entry."""
     from lipsync_fix.checkpoint import export_for_inference
     from lipsync_fix.pretrained import sha256_of
 
@@ -485,8 +486,9 @@ def separate_command(
     face_box: FaceBox = None,
     json_line: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Separate the voice of the singer on screen from the rest of the soundtrack
-    (Y-Net, paper Table 3)."""
+    """Separate the on-screen singer's voice from the rest of the soundtrack.
+
+    Uses a Y-Net separator (paper Table 3) conditioned on the singer's mouth frames."""
     from lipsync_fix.separation import load_separator, separate_video
     from lipsync_fix.sync import SyncOptions
 
@@ -555,8 +557,9 @@ def eval_separation_command(
     device: Device = "cpu",
     json_line: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """SDR and SIR (BSS Eval v4) of separators on the same mixtures, as in the paper's
-    Table 3, with the unprocessed mixture and a Wilcoxon test between two systems."""
+    """SDR and SIR (BSS Eval v4) of separators on the same mixtures (paper Table 3).
+
+    The unprocessed mixture is the first row; two checkpoints get a Wilcoxon test."""
     from lipsync_fix.mixing import MixtureConfig, MixtureDataset
     from lipsync_fix.separation import load_separator
     from lipsync_fix.separation_metrics import format_table, significance, table_rows
