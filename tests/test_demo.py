@@ -11,17 +11,20 @@ import pytest
 from lipsync_fix import media
 from lipsync_fix.checkpoint import load_model
 from lipsync_fix.pretrained import load_registry, resolve_checkpoint, sha256_of
+from lipsync_fix.model import VocaLiST
 from lipsync_fix.syncnet import SyncNetStar
 
 CLI = [sys.executable, "-m", "lipsync_fix.cli"]
 
 
-def test_bundled_demo_model_is_registered_and_verified():
-    entry = load_registry()["demo-small"]
-    path = resolve_checkpoint("demo-small")
+@pytest.mark.parametrize(("name", "cls"), [("demo-small", VocaLiST),
+                                           ("demo-small-syncnet", SyncNetStar)])
+def test_bundled_demo_models_are_registered_and_verified(name, cls):
+    entry = load_registry()[name]
+    path = resolve_checkpoint(name)
     assert path.is_file() and sha256_of(path) == entry["sha256"]
     model = load_model(path)
-    assert isinstance(model, SyncNetStar) and entry["family"] == model.family
+    assert isinstance(model, cls) and entry["family"] == model.family
     assert entry["preset"] == "small" and "lipsync-fix train" in entry["source"]
 
 
