@@ -10,8 +10,8 @@ import pytest
 
 from lipsync_fix import media
 from lipsync_fix.checkpoint import load_model
-from lipsync_fix.pretrained import load_registry, resolve_checkpoint, sha256_of
 from lipsync_fix.model import VocaLiST
+from lipsync_fix.pretrained import load_registry, resolve_checkpoint, sha256_of
 from lipsync_fix.syncnet import SyncNetStar
 
 CLI = [sys.executable, "-m", "lipsync_fix.cli"]
