@@ -588,10 +588,13 @@ def eval_separation_command(
               "SDR and SIR in dB", highlight=False)
     out.print(format_table(rows), highlight=False)
     if test is not None:
-        verdict = "no significant difference" if not test["significant_sdr"] else "significant"
-        out.print(f"{test['test']}: p(SDR) = {test['p_sdr']:.3g}, p(SIR) = {test['p_sir']:.3g}"
-                  f" -> {verdict} in SDR (p > 0.05: no significant difference)",
-                  highlight=False, soft_wrap=True)
+        def verdict(key: str) -> str:
+            p = test[f"p_{key}"]
+            word = "significant" if test[f"significant_{key}"] else "no significant difference"
+            return f"{key.upper()}: p = {p:.3g}, {word}"
+
+        out.print(f"{test['test']} (p > 0.05 = no significant difference): "
+                  f"{verdict('sdr')}; {verdict('sir')}", highlight=False, soft_wrap=True)
 
 
 def model_label(model) -> str:
