@@ -30,7 +30,7 @@ from lipsync_fix.datasets import list_clips, load_clip
 from lipsync_fix.errors import LipsyncError
 from lipsync_fix.model import FRAMES_PER_WINDOW
 from lipsync_fix.offsets import accuracy
-from lipsync_fix.scoring import ScoreOptions, score_matrix
+from lipsync_fix.scoring import ScoreOptions, score_matrix, window_length
 from lipsync_fix.visual import lower_half
 
 
@@ -135,7 +135,7 @@ def evaluate_folder(
     one bad folder in a dataset of thousands should not lose an evaluation run.
     ``var``: evaluate a context-specific model at its own window length only.
     """
-    window = int(getattr(model, "context", FRAMES_PER_WINDOW))
+    window = window_length(model, options or ScoreOptions())
     protocol = protocol.for_model(window, var)
     clips = list_clips(data_root, split)[:limit]
     if not clips:

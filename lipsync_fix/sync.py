@@ -29,7 +29,7 @@ from lipsync_fix.audio import (
 from lipsync_fix.errors import ClipTooShortError, NoFaceError, NoSpeechError
 from lipsync_fix.model import FRAMES_PER_WINDOW
 from lipsync_fix.offsets import context_average
-from lipsync_fix.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
+from lipsync_fix.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix, window_length
 from lipsync_fix.visual import lower_half
 
 FRAME_MS = 1000.0 / VIDEO_FPS
@@ -219,7 +219,7 @@ def estimate_sync(
             score_opts,
             progress=(lambda d, t: progress("scores", d, t)) if progress else None,
         )
-    length = getattr(model, "context", FRAMES_PER_WINDOW)
+    length = window_length(model, score_opts)
     has_face, voiced = usable_windows(features, dists.shape[0], opts.min_voice_rms, length)
     if not voiced.any():
         raise NoSpeechError(f"{path}: the audio is silent; there is no voice to align")
