@@ -1,23 +1,27 @@
 """The offline demo: make a talking-head clip with a known audio delay, then fix it.
 
 Everything it needs ships with the package: the face photo (scikit-image), the voice
-synthesiser (:mod:`lipsync_fix.synth`), ffmpeg (imageio-ffmpeg) and the small model
+synthesiser (:mod:`lipsync_fix.data.synth`), ffmpeg (imageio-ffmpeg) and the small model
 trained on such clips (``demo-small`` in the registry).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from lipsync_fix import media
-from lipsync_fix.sync import Progress, SyncEstimate, SyncOptions, estimate_sync, fix_video
-from lipsync_fix.synth import make_talking_head
+from lipsync_fix.data.synth import make_talking_head
+from lipsync_fix.errors import UsageError
+from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
+from lipsync_fix.sync.frontend import Progress
 
 DEMO_DELAY_MS = 200.0
 DEMO_SECONDS = 8.0
+MIN_SECONDS, MAX_SECONDS = 2.0, 600.0
 
 
 @dataclass
@@ -53,11 +57,25 @@ def run_demo(
     options: SyncOptions | None = None,
     progress: Progress | None = None,
 ) -> DemoResult:
-    """Make the clip, estimate its delay, and write the fixed copy beside it."""
+    """Make the clip, estimate its delay, and write the fixed copy beside it.
+
+    The delay must lie inside the searched range (``options.max_offset_ms``), or the demo
+    would show a failure the tool itself reports as out of range.
+    """
+    options = options or SyncOptions()
+    if not (math.isfinite(seconds) and MIN_SECONDS <= seconds <= MAX_SECONDS):
+        raise UsageError(f"the demo clip must last {MIN_SECONDS:g} to {MAX_SECONDS:g} s, "
+                         f"got {seconds}")
+    limit = min(options.max_offset_ms, 1000 * seconds / 4)
+    if not (math.isfinite(audio_delay_ms) and abs(audio_delay_ms) <= limit):
+        raise UsageError(f"the demo's audio delay must be within +-{limit:.0f} ms (the searched "
+                         f"range), got {audio_delay_ms}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is a file; --out-dir must be a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     clip = make_demo_clip(out_dir / "demo_out_of_sync.mp4", audio_delay_ms, seconds, seed)
     estimate = estimate_sync(clip, model, options, progress)
     fixed = out_dir / "demo_fixed.mp4"
-    fix_video(clip, fixed, estimate, force=True)
+    fix_video(clip, fixed, estimate, force=True, apply_uncertain=True)
     return DemoResult(clip, fixed, audio_delay_ms, estimate,
                       audio_delay_ms - estimate.audio_delay_ms)

@@ -15,6 +15,13 @@ class LipsyncError(Exception):
     exit_code = 1
 
 
+class UsageError(LipsyncError):
+    """The command was asked for something it cannot do as given (a bad option value, an
+    output that would collide): nothing was processed."""
+
+    exit_code = 2
+
+
 class MediaError(LipsyncError):
     """The media file cannot be read, lacks a stream we need, or cannot be written."""
 
@@ -31,11 +38,21 @@ class ClipTooShortError(LipsyncError):
     """The clip is shorter than one context window of the model."""
 
 
+class UncertainEstimateError(LipsyncError):
+    """The evidence does not settle the offset well enough to act on it."""
+
+
 class CheckpointError(LipsyncError):
     """A checkpoint is unknown, cannot be downloaded, fails its checksum or does not fit."""
 
 
-class OutputExistsError(LipsyncError):
-    """The output file exists and overwriting was not asked for."""
+class OutputError(LipsyncError):
+    """An output cannot be written where it was asked for (missing folder, a folder in the
+    way, the input itself): nothing was done, a usage error."""
 
     exit_code = 2
+
+
+class OutputExistsError(OutputError):
+    """The output file exists and overwriting was not asked for (in a folder run the file is
+    skipped instead)."""

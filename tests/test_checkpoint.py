@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lipsync_fix.checkpoint import load_vocalist, read_checkpoint, save_checkpoint
 from lipsync_fix.errors import CheckpointError
-from lipsync_fix.model import PRESETS, ModelDimensions, VocaLiST
-from lipsync_fix.pretrained import load_registry, resolve_checkpoint
+from lipsync_fix.models import load_model, read_checkpoint, save_checkpoint
+from lipsync_fix.models.registry import load_registry, resolve_checkpoint
+from lipsync_fix.models.vocalist import PRESETS, ModelDimensions, VocaLiST
 
 
 class UnsafeObject:
@@ -32,7 +32,7 @@ def test_round_trip_with_dims_and_optimizer(tmp_path, tiny_model):
     ckpt = read_checkpoint(path)
     assert ckpt["global_step"] == 7 and ckpt["global_epoch"] == 2
     assert ModelDimensions.from_dict(ckpt["dims"]) == PRESETS["tiny"]
-    loaded = load_vocalist(path)
+    loaded = load_model(path, family="vocalist")
     for key, value in tiny_model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
     assert not list(tmp_path.glob("*.tmp"))
@@ -45,7 +45,7 @@ def test_reads_authors_layouts(tmp_path):
     torch.save({"state_dict": state, "optimizer": None, "global_step": 1, "global_epoch": 0},
                tmp_path / "authors.pth")
     for name in ("dp.pth", "authors.pth"):
-        model = load_vocalist(tmp_path / name)
+        model = load_model(tmp_path / name, family="vocalist")
         assert model.dims == ModelDimensions()
         assert torch.equal(model.state_dict()["fc.weight"], state["fc.weight"])
 
@@ -56,7 +56,7 @@ def test_rejects_mismatch_naming_keys(tmp_path, tiny_model):
     state["fc.weight"] = torch.zeros(3, 3)
     torch.save({"state_dict": state, "dims": PRESETS["tiny"].to_dict()}, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError) as info:
-        load_vocalist(tmp_path / "bad.pth")
+        load_model(tmp_path / "bad.pth", family="vocalist")
     message = str(info.value)
     assert "classifier.bias" in message and "fc.weight (3, 3)" in message
     assert "\n" not in message
@@ -114,7 +114,8 @@ def test_download_checks_sha256(tmp_path, local_server, tiny_model):
     }
     seen = []
     path = resolve_checkpoint("good", registry, cache, progress=lambda d, t: seen.append(d))
-    assert path == cache / "tiny.pth" and seen and load_vocalist(path).dims == PRESETS["tiny"]
+    assert path == cache / "tiny.pth" and seen
+    assert load_model(path, family="vocalist").dims == PRESETS["tiny"]
     with pytest.raises(CheckpointError, match="sha256"):
         resolve_checkpoint("bad", registry, cache)
     with pytest.raises(CheckpointError, match="cannot download"):

@@ -9,12 +9,12 @@ import sys
 import pytest
 
 from lipsync_fix import media
-from lipsync_fix.checkpoint import load_model
-from lipsync_fix.model import VocaLiST
-from lipsync_fix.pretrained import load_registry, resolve_checkpoint, sha256_of
-from lipsync_fix.syncnet import SyncNetStar
+from lipsync_fix.models import load_model
+from lipsync_fix.models.registry import load_registry, resolve_checkpoint, sha256_of
+from lipsync_fix.models.syncnet_star import SyncNetStar
+from lipsync_fix.models.vocalist import VocaLiST
 
-CLI = [sys.executable, "-m", "lipsync_fix.cli"]
+CLI = [sys.executable, "-m", "lipsync_fix"]
 
 
 @pytest.mark.parametrize(("name", "cls"), [("demo-small", VocaLiST),

@@ -9,11 +9,11 @@ import sys
 import pytest
 import torch
 
-from lipsync_fix.checkpoint import save_checkpoint
-from lipsync_fix.model import PRESETS, VocaLiST
-from lipsync_fix.synth import make_talking_head, write_clip_folder
+from lipsync_fix.data.synth import make_talking_head, write_clip_folder
+from lipsync_fix.models.checkpoint import save_checkpoint
+from lipsync_fix.models.vocalist import PRESETS, VocaLiST
 
-CLI = [sys.executable, "-m", "lipsync_fix.cli"]
+CLI = [sys.executable, "-m", "lipsync_fix"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_eval_writes_paper_layout(dataset, protocol, tmp_path):
     out = tmp_path / "result.json"
     run = subprocess.run(
         [*CLI, "eval", "--protocol", protocol, "--data-root", str(root), "--checkpoint",
-         str(ckpt), "--json", str(out), "--csv", str(tmp_path / "r.csv"), "--quiet"],
+         str(ckpt), "--json-out", str(out), "--csv", str(tmp_path / "r.csv"), "--quiet"],
         capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0, run.stderr
@@ -81,12 +81,12 @@ def test_eval_var_uses_the_models_own_context(dataset, tmp_path):
     """A 10-frame model: --var evaluates K = 10 only; without it, every protocol K >= 10."""
     root, _ = dataset
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "var10.pth", VocaLiST(PRESETS["tiny"], context=10))
+    ckpt = save_checkpoint(tmp_path / "var10.pth", VocaLiST(PRESETS["tiny"], window_frames=10))
     for extra, ks in ((["--var"], ["10"]), ([], ["11", "13", "15"])):
-        out = tmp_path / "r.json"
+        out = tmp_path / f"r{len(extra)}.json"
         run = subprocess.run(
             [*CLI, "eval", "--data-root", str(root), "--checkpoint", str(ckpt),
-             "--json", str(out), "--quiet", *extra],
+             "--json-out", str(out), "--quiet", *extra],
             capture_output=True, text=True, timeout=300,
         )
         assert run.returncode == 0, run.stderr

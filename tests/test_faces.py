@@ -11,12 +11,11 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 import skimage.data
+from conftest import REALWORLD, needs_shared
 
 from lipsync_fix import faces
 from lipsync_fix.errors import LipsyncError, NoFaceError
 from lipsync_fix.faces import Box
-
-REALWORLD = Path(__file__).resolve().parents[1].parent / "shared" / "realworld"
 
 # Where the astronaut's face is in skimage's 512x512 photo (checked by eye): brows at
 # y ~88, mouth centre at (225, 145), chin at y ~187, cheeks at x ~180 and ~275.
@@ -119,9 +118,9 @@ def test_s3fd_never_downloads_missing_weights(monkeypatch, tmp_path) -> None:
     """With face-alignment present but no cached weights, S3FD fails fast and clearly."""
     import torch
 
-    monkeypatch.setattr(faces, "_face_alignment_installed", lambda: True)
+    monkeypatch.setattr(faces.detectors, "_face_alignment_installed", lambda: True)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    assert faces.s3fd_weights_path() == tmp_path / "checkpoints" / faces.S3FD_WEIGHTS_FILE
+    assert faces.s3fd_weights_path() == tmp_path / "checkpoints" / faces.detectors.S3FD_WEIGHTS_FILE
     assert not faces.s3fd_available()
     assert isinstance(faces.make_detector("auto"), faces.HaarFaceDetector)
     with pytest.raises(LipsyncError, match="not cached"):
@@ -134,7 +133,7 @@ def test_fixed_box_detector(astronaut) -> None:
     with pytest.raises(LipsyncError, match="outside"):
         faces.FixedBoxDetector(Box(600, 10, 50, 50)).detect(astronaut)
     frames = np.stack([astronaut] * 6 + [astronaut[:, ::-1]] * 6)  # two shots
-    result = faces.extract_face_crops([frames], detector)
+    result = faces.extract_face_crops([frames], detector, fps=25.0)
     assert result.face_coverage == 1.0 and len(result.tracks) == 2
     np.testing.assert_array_equal(result.crops[7], faces.crop_face(frames[7], ASTRONAUT_FACE))
     np.testing.assert_array_equal(result.boxes[0], ASTRONAUT_FACE.to_array())
@@ -181,7 +180,7 @@ def test_no_face_in_noise_or_blank(haar) -> None:
     assert haar.detect(noise) == []
     assert haar.detect(np.full((480, 640, 3), 128, np.uint8)) == []
     with pytest.raises(NoFaceError, match="no face found in 10 frames"):
-        faces.extract_face_crops([np.stack([noise] * 10)], haar)
+        faces.extract_face_crops([np.stack([noise] * 10)], haar, fps=25.0)
 
 
 # ---------------------------------------------------------------- tracking
@@ -250,7 +249,7 @@ def test_select_main_tracks_chains_shots_but_not_listeners() -> None:
 def test_translating_face_gives_one_smooth_track(astronaut, haar) -> None:
     canvas = np.full((512, 720, 3), 90, np.uint8)
     frames = np.stack([paste(canvas, astronaut, 4 * i, 0) for i in range(50)])
-    result = faces.extract_face_crops(chunks(frames), haar)
+    result = faces.extract_face_crops(chunks(frames), haar, fps=25.0)
     assert len(result.tracks) == 1 and result.n_faces == 1
     assert result.face_coverage >= 0.95
     boxes = result.boxes[result.has_face]
@@ -266,7 +265,7 @@ def test_two_faces_select_the_larger(astronaut, haar) -> None:
     canvas = background("coffee", 960, 540)
     frame = paste(canvas, face_patch(astronaut, 1.0), 80, 150)
     frame = paste(frame, face_patch(astronaut, 0.6), 650, 200)
-    result = faces.extract_face_crops([np.stack([frame] * 12)], haar)
+    result = faces.extract_face_crops([np.stack([frame] * 12)], haar, fps=25.0)
     assert result.n_faces == 2 and len(result.all_tracks) == 2 and len(result.tracks) == 1
     assert result.face_coverage == 1.0
     assert result.boxes[:, 0].max() < 480  # the large face on the left
@@ -280,10 +279,10 @@ def test_scene_cut_breaks_track(astronaut, haar) -> None:
     shot_b = paste(background("chelsea", 640, 480), patch, 200, 100)
     frames = np.stack([shot_a] * 10 + [shot_b] * 10)
     assert np.flatnonzero(faces.detect_scene_cuts(frames)).tolist() == [10]
-    result = faces.extract_face_crops(chunks(frames, 7), haar)
+    result = faces.extract_face_crops(chunks(frames, 7), haar, fps=25.0)
     assert [(t.first, t.last) for t in result.tracks] == [(0, 9), (10, 19)]
     assert result.face_coverage == 1.0 and result.n_faces == 1
-    merged = faces.extract_face_crops(chunks(frames, 7), haar, detect_cuts=False)
+    merged = faces.extract_face_crops(chunks(frames, 7), haar, fps=25.0, detect_cuts=False)
     assert [(t.first, t.last) for t in merged.all_tracks] == [(0, 19)]
 
 
@@ -308,6 +307,7 @@ def decode_chunks(path: Path, chunk: int = 50) -> Iterator[np.ndarray]:
     assert process.returncode == 0
 
 
+@needs_shared
 @pytest.mark.parametrize(
     "name",
     [
@@ -320,7 +320,7 @@ def test_real_clips_keep_the_face(name, haar) -> None:
     path = REALWORLD / name
     if not path.is_file():
         pytest.skip(f"{path} is not available")
-    result = faces.extract_face_crops(decode_chunks(path), haar)
+    result = faces.extract_face_crops(decode_chunks(path), haar, fps=25.0)
     assert result.n_frames > 150
     assert result.face_coverage >= 0.95
     assert result.n_faces == 1

@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import DATA, GOLDEN
 
-from lipsync_fix.audio import chunk_mel, log_mel_spectrogram, mel_filterbank
-from lipsync_fix.evaluate import PROTOCOLS, clip_accuracies, progress_line
-from lipsync_fix.model import VocaLiST, count_parameters
-from lipsync_fix.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
-from lipsync_fix.visual import frames_from_stacked
+from lipsync_fix.evaluation.protocols import PROTOCOLS, clip_accuracies, progress_line
+from lipsync_fix.features.mel import chunk_mel, log_mel_spectrogram, mel_filterbank
+from lipsync_fix.features.visual import frames_from_stacked
+from lipsync_fix.models import VocaLiST, count_parameters
+from lipsync_fix.sync.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
 
 
 def rel_err(ours: torch.Tensor, ref: np.ndarray) -> float:
@@ -108,7 +108,7 @@ def test_check_command_passes():
     import subprocess
     import sys
 
-    run = subprocess.run([sys.executable, "-m", "lipsync_fix.cli", "check", "--json"],
+    run = subprocess.run([sys.executable, "-m", "lipsync_fix", "check", "--json"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-CLI = [sys.executable, "-m", "lipsync_fix.cli"]
+CLI = [sys.executable, "-m", "lipsync_fix"]
 CHANCE = 3 / 31
 
 
@@ -31,7 +31,7 @@ def test_small_preset_beats_chance_after_minutes_of_training(tmp_path):
                 "--device", "cpu", "--quiet")
     t2 = time.perf_counter()
     lipsync_fix("eval", "--data-root", str(data), "--checkpoint", str(run_dir / "last.pth"),
-                "--json", str(result), "--quiet")
+                "--json-out", str(result), "--quiet")
     t3 = time.perf_counter()
     accuracy = json.loads(result.read_text())["accuracy"]["tolerance_1"]
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import REALWORLD
+from conftest import REALWORLD, needs_shared
 
 from lipsync_fix import media
-from lipsync_fix.checkpoint import save_checkpoint
-from lipsync_fix.model import PRESETS, VocaLiST
-from lipsync_fix.synth import make_talking_head
+from lipsync_fix.data.synth import make_talking_head
+from lipsync_fix.models.checkpoint import save_checkpoint
+from lipsync_fix.models.vocalist import PRESETS, VocaLiST
 
-CLI = [sys.executable, "-m", "lipsync_fix.cli"]
+CLI = [sys.executable, "-m", "lipsync_fix"]
 CONTRACT = {"input", "fps", "duration_s", "audio_delay_ms", "offset_frames", "confidence",
             "verdict", "face_coverage", "windows_used", "scores"}
 
@@ -152,6 +152,7 @@ def test_bad_inputs_fail_cleanly(env, tmp_path):
     assert not [p for p in tmp_path.iterdir() if "out" in p.name]
 
 
+@needs_shared
 def test_shift_then_measure_back_on_real_clip(tmp_path):
     src = REALWORLD / "speech_phone_600x480_25fps.mp4"
     out = tmp_path / "shifted.mp4"

@@ -10,17 +10,16 @@ import cv2
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import REALWORLD, needs_shared
 from scipy.signal import correlate
 
 from lipsync_fix import media
 from lipsync_fix.errors import LipsyncError, MediaError, OutputExistsError
 
-REALWORLD = Path(__file__).resolve().parents[1].parent / "shared" / "realworld"
 CHAPLIN = REALWORLD / "speech_chaplin_850x480_30fps.mp4"
 PAINTING = REALWORLD / "speech_painting_1280x720_29.97fps.mp4"
 PHONE = REALWORLD / "speech_phone_600x480_25fps.mp4"
 
-needs_clips = pytest.mark.skipif(not REALWORLD.is_dir(), reason="shared/realworld is missing")
 
 
 def _sha256(path: Path) -> str:
@@ -47,7 +46,7 @@ def _flash_and_click_clip(path: Path, event_s: float = 1.0) -> None:
     media.write_video(path, frames, fps, audio, rate)
 
 
-@needs_clips
+@needs_shared
 @pytest.mark.parametrize(
     ("clip", "fps", "size", "rate", "channels", "duration"),
     [
@@ -68,7 +67,7 @@ def test_probe_real_clips(clip, fps, size, rate, channels, duration):
     media.require_video_and_audio(info)
 
 
-@needs_clips
+@needs_shared
 def test_decode_audio_resamples_downmixes_or_keeps_native():
     mono = media.decode_audio(CHAPLIN)
     assert mono.dtype == np.float32 and mono.ndim == 1
@@ -81,7 +80,7 @@ def test_decode_audio_resamples_downmixes_or_keeps_native():
     assert media.decode_audio(PAINTING, sample_rate=None, mono=False).shape[1] == 1
 
 
-@needs_clips
+@needs_shared
 def test_iter_video_frames_resamples_30fps_to_25fps_in_bounded_chunks():
     chunks = [chunk.shape for chunk in media.iter_video_frames(CHAPLIN, chunk_frames=64)]
     assert all(shape[0] <= 64 and shape[1:] == (480, 850, 3) for shape in chunks)
@@ -114,7 +113,7 @@ def test_frames_and_audio_start_together_when_the_audio_stream_starts_late(tmp_p
     assert click_s(fixed) == pytest.approx(1.0, abs=0.002)
 
 
-@needs_clips
+@needs_shared
 @pytest.mark.parametrize("delay_s", [0.120, -0.080])
 def test_shift_audio_shifts_sound_exactly_and_copies_the_video(tmp_path, delay_s):
     src, dst = CHAPLIN, tmp_path / "fixed.mp4"
@@ -138,7 +137,7 @@ def test_shift_audio_shifts_sound_exactly_and_copies_the_video(tmp_path, delay_s
     assert not list(tmp_path.glob(".*partial*"))
 
 
-@needs_clips
+@needs_shared
 def test_shift_audio_refuses_to_overwrite_unless_forced(tmp_path):
     dst = tmp_path / "fixed.mp4"
     dst.write_bytes(b"keep me")
@@ -164,7 +163,7 @@ def test_shift_audio_longer_than_the_audio_is_refused(tmp_path):
         media.shift_audio(clip, tmp_path / "out.mp4", -5.0)
 
 
-@needs_clips
+@needs_shared
 def test_failed_writes_leave_no_file_behind(tmp_path):
     # ffmpeg creates the output, then cannot put H.264 in a WAV file.
     with pytest.raises(MediaError, match="Could not write"):
@@ -172,7 +171,7 @@ def test_failed_writes_leave_no_file_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@needs_clips
+@needs_shared
 def test_truncated_file_with_intact_index_fails_when_read(tmp_path):
     faststart = tmp_path / "faststart.mp4"
     _ffmpeg("-i", str(CHAPLIN), "-c", "copy", "-movflags", "+faststart", str(faststart))
@@ -231,7 +230,7 @@ def _png(tmp_path: Path) -> Path:
     [
         (_missing, "does not exist"),
         (_text_as_mp4, "not a readable media file"),
-        pytest.param(_truncated_mp4, "not a readable media file", marks=needs_clips),
+        pytest.param(_truncated_mp4, "not a readable media file", marks=needs_shared),
         (_audio_only, "has no video stream"),
         (_silent_video, "has no audio stream"),
         (_png, "is a still image"),

@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import REALWORLD
+from conftest import REALWORLD, needs_shared
 
-from lipsync_fix.datasets import list_clips, load_clip
+from lipsync_fix.data.layout import list_clips, load_clip
 
-CLI = [sys.executable, "-m", "lipsync_fix.cli"]
+CLI = [sys.executable, "-m", "lipsync_fix"]
 
 
 def test_synth_writes_layout_and_filelists(tmp_path):
@@ -28,6 +28,7 @@ def test_synth_writes_layout_and_filelists(tmp_path):
     assert lower > upper
 
 
+@needs_shared
 def test_preprocess_real_clip_resumable_and_reports_failures(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()

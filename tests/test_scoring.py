@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from lipsync_fix.audio import log_mel_spectrogram
-from lipsync_fix.model import PRESETS, VocaLiST
-from lipsync_fix.offsets import context_average, row_offsets
-from lipsync_fix.scoring import (
+from lipsync_fix.features.mel import log_mel_spectrogram
+from lipsync_fix.models.vocalist import PRESETS, VocaLiST
+from lipsync_fix.sync.offsets import best_shifts, context_average
+from lipsync_fix.sync.scoring import (
     OUT_OF_RANGE,
     ScoreOptions,
     num_windows,
@@ -76,12 +76,12 @@ def test_edge_rules():
 
 def test_offsets_sign_and_context():
     dists = np.full((20, 31), -1.0, dtype=np.float32)
-    dists[:, 15 + 4] = 1.0  # best column: shift +4 -> offset -4
+    dists[:, 15 + 4] = 1.0  # best column: audio taken 4 frames later -> shift +4 (late)
     dists[7, 15 + 4] = -2.0
     dists[7, 15 - 2] = 1.0  # one noisy row
-    offsets = row_offsets(dists)
-    assert offsets[0] == -4 and offsets[7] == 2
-    assert row_offsets(context_average(dists, 9))[7] == -4  # context fixes the noisy row
+    shifts = best_shifts(dists)
+    assert shifts[0] == 4 and shifts[7] == -2
+    assert best_shifts(context_average(dists, 9))[7] == 4  # context fixes the noisy row
     with pytest.raises(ValueError):
         context_average(dists, 4)
 
@@ -90,20 +90,20 @@ def test_context_specific_models_score_their_own_window_length(tiny_clip):
     """A "Var" model trained on 10 frames reads 10-frame video and 32-frame mel windows."""
     _, frames, mel, n = tiny_clip
     torch.manual_seed(3)
-    model = VocaLiST(PRESETS["tiny"], context=10).eval()
+    model = VocaLiST(PRESETS["tiny"], window_frames=10).eval()
     ref = score_matrix(model, frames, mel, n, ScoreOptions(mode="reference", max_shift=4))
     cached = score_matrix(model, frames, mel, n, ScoreOptions(max_shift=4, row_block=13))
     assert ref.shape == cached.shape == (60 - 10, 9)
     assert np.abs(ref - cached).max() < 1e-4
-    five = score_matrix(model, frames, mel, n, ScoreOptions(max_shift=4, context=5))
+    five = score_matrix(model, frames, mel, n, ScoreOptions(max_shift=4, window_frames=5))
     assert five.shape == (55, 9) and np.abs(five[:50] - cached).max() > 1e-3
 
 
 def test_context_average_for_longer_model_windows():
     dists = np.arange(20, dtype=np.float32).reshape(10, 2)
     # 10-frame rows averaged to K = 12: 3 rows around each one.
-    averaged = context_average(dists, 12, window=10)
+    averaged = context_average(dists, 12, window_frames=10)
     np.testing.assert_allclose(averaged[4], dists[3:6].mean(0))
-    np.testing.assert_array_equal(context_average(dists, 10, window=10), dists)
+    np.testing.assert_array_equal(context_average(dists, 10, window_frames=10), dists)
     with pytest.raises(ValueError):
-        context_average(dists, 9, window=10)
+        context_average(dists, 9, window_frames=10)

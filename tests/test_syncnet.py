@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from lipsync_fix.audio import log_mel_spectrogram
-from lipsync_fix.checkpoint import load_model, load_vocalist, save_checkpoint
 from lipsync_fix.errors import CheckpointError
-from lipsync_fix.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
-from lipsync_fix.syncnet import SYNCNET_PRESETS, SyncNetStar
+from lipsync_fix.features.mel import log_mel_spectrogram
+from lipsync_fix.models import load_model, save_checkpoint
+from lipsync_fix.models.syncnet_star import SYNCNET_PRESETS, SyncNetStar
+from lipsync_fix.sync.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
 from lipsync_fix.training import TrainConfig, read_metrics, sync_loss, train
 
-CLI = [sys.executable, "-m", "lipsync_fix.cli"]
+CLI = [sys.executable, "-m", "lipsync_fix"]
 
 
 def test_paper_size_has_wav2lip_expert_layout():
@@ -68,8 +68,8 @@ def test_checkpoints_round_trip_and_bare_wav2lip_files_load(tmp_path):
     torch.save({"state_dict": {f"module.{k}": v for k, v in paper.state_dict().items()},
                 "optimizer": None, "global_step": 7, "global_epoch": 1}, tmp_path / "w2l.pth")
     assert isinstance(load_model(tmp_path / "w2l.pth"), SyncNetStar)
-    with pytest.raises(CheckpointError, match="not VocaLiST"):
-        load_vocalist(tmp_path / "w2l.pth")
+    with pytest.raises(CheckpointError, match="not vocalist"):
+        load_model(tmp_path / "w2l.pth", family="vocalist")
 
 
 @pytest.mark.parametrize("edge_rule", ["reference", "strict"])
@@ -91,10 +91,10 @@ def test_cached_scoring_equals_per_pair_reference(edge_rule):
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    from lipsync_fix.synth import write_synthetic_dataset
+    from lipsync_fix.data.synth import write_synthetic_dataset
 
     return write_synthetic_dataset(tmp_path_factory.mktemp("syncnet_data"), 4, seed=3,
-                                   duration_s=1.6)
+                                   crops="known", duration_s=1.6)
 
 
 def test_train_and_eval_syncnet_end_to_end(data_root, tmp_path):
@@ -115,7 +115,7 @@ def test_train_and_eval_syncnet_end_to_end(data_root, tmp_path):
     out = tmp_path / "eval.json"
     run = subprocess.run(
         [*CLI, "eval", "--data-root", str(data_root), "--split", "test", "--checkpoint",
-         str(tmp_path / "run" / "last.pth"), "--json", str(out), "--quiet"],
+         str(tmp_path / "run" / "last.pth"), "--json-out", str(out), "--quiet"],
         capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0, run.stderr
@@ -128,7 +128,7 @@ def test_train_and_eval_syncnet_end_to_end(data_root, tmp_path):
 def test_syncnet_refuses_longer_contexts(data_root, tmp_path):
     with pytest.raises(ValueError, match="5-frame"):
         TrainConfig(data_root=str(data_root), out_dir=str(tmp_path), model="syncnet",
-                    context=10)
+                    window_frames=10)
     with pytest.raises(ValueError, match="unknown model"):
         TrainConfig(data_root=str(data_root), out_dir=str(tmp_path), model="resnet")
 

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lipsync_fix.synth import (
-    CROP_SIZE,
+from lipsync_fix.data.synth import (
     TalkingHead,
     articulation_tracks,
-    crop_face,
     delay_audio,
     make_talking_head,
     write_clip_folder,
 )
+from lipsync_fix.faces import crop_face
+from lipsync_fix.features.constants import CROP_SIZE
 
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
 

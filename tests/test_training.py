@@ -20,17 +20,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from lipsync_fix.audio import chunk_mel, chunk_rms, log_mel_spectrogram, mel_frames_for
-from lipsync_fix.checkpoint import load_vocalist, read_checkpoint
-from lipsync_fix.datasets import frame_count, list_clips, read_wav
+from lipsync_fix.data.layout import frame_count, list_clips, read_wav
+from lipsync_fix.data.synth import make_talking_head, write_clip_folder, write_synthetic_dataset
+from lipsync_fix.data.synth.dataset import split_counts
 from lipsync_fix.errors import LipsyncError
-from lipsync_fix.model import PRESETS, VocaLiST
-from lipsync_fix.synth import (
-    _split_counts,
-    make_talking_head,
-    write_clip_folder,
-    write_synthetic_dataset,
-)
+from lipsync_fix.features.mel import chunk_mel, chunk_rms, log_mel_spectrogram, mel_frames_for
+from lipsync_fix.models import load_model, read_checkpoint
+from lipsync_fix.models.vocalist import PRESETS, VocaLiST
 from lipsync_fix.training import (
     MAX_NEGATIVE_DRAWS,
     SILENCE_RMS,
@@ -54,7 +50,7 @@ SPF = 640  # audio samples per video frame
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six synthetic clips: 4 train, 1 val, 1 test."""
-    return write_synthetic_dataset(tmp_path_factory.mktemp("data"), 6, seed=3,
+    return write_synthetic_dataset(tmp_path_factory.mktemp("data"), 6, seed=3, crops="known",
                                    duration_s=DURATION_S)
 
 
@@ -110,23 +106,24 @@ def test_synthetic_dataset_is_deterministic_and_prefix_stable(
     data_root: Path, tmp_path: Path
 ) -> None:
     """Same seed: the same clips, whatever ``n_clips`` (clip i depends on (seed, i) only)."""
-    small = write_synthetic_dataset(tmp_path / "again", 2, seed=3, duration_s=DURATION_S,
-                                    splits=(("train", 0.5), ("dev", 0.5)))
+    small = write_synthetic_dataset(tmp_path / "again", 2, seed=3, crops="known",
+                                    duration_s=DURATION_S, splits=(("train", 0.5), ("dev", 0.5)))
     assert [p.name for p in list_clips(small, "dev")] == ["00001"]
     assert not (small / "filelists" / "val.txt").exists()
     for i in range(2):
         a, b = data_root / f"clips/{i:05d}", small / f"clips/{i:05d}"
         assert (a / "audio.wav").read_bytes() == (b / "audio.wav").read_bytes()
         assert (a / "7.jpg").read_bytes() == (b / "7.jpg").read_bytes()
-    other = write_synthetic_dataset(tmp_path / "other", 1, seed=4, duration_s=DURATION_S)
+    other = write_synthetic_dataset(tmp_path / "other", 1, seed=4, crops="known",
+                                    duration_s=DURATION_S)
     assert (other / "clips/00000/audio.wav").read_bytes() != (
         data_root / "clips/00000/audio.wav"
     ).read_bytes()
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 9, 10, 40, 101])
-def test_split_counts(n: int) -> None:
-    counts = _split_counts(n, [0.8, 0.1, 0.1])
+def testsplit_counts(n: int) -> None:
+    counts = split_counts(n, [0.8, 0.1, 0.1])
     assert sum(counts) == n
     if n >= 3:
         assert min(counts) >= 1
@@ -179,7 +176,7 @@ def test_negatives_never_use_the_positive_start(data_root: Path) -> None:
     ds = SyncPairDataset.from_split(data_root, "train", seed=2)
     draws = [ds.draw(i) for i in range(3000)]
     for d in draws:
-        last = int(ds.usable_frames[d.clip]) - ds.context
+        last = int(ds.usable_frames[d.clip]) - ds.window_frames
         assert 0 <= d.video_start <= last and 0 <= d.audio_start <= last
         assert (d.audio_start == d.video_start) == (d.label == 1)
     starts = {d.video_start for d in draws}
@@ -267,20 +264,20 @@ def test_sampling_is_reproducible_per_rank_and_across_workers(data_root: Path) -
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("context", [10, 25])
-def test_longer_contexts(data_root: Path, context: int) -> None:
-    """The paper's context-specific models: windows of 10 or 25 frames, mel 3.2x as long."""
-    assert mel_frames_for(context) == {10: 32, 25: 80}[context]
-    ds = SyncPairDataset.from_split(data_root, "train", context=context, seed=3)
+@pytest.mark.parametrize("window", [10, 25])
+def test_longer_windows(data_root: Path, window: int) -> None:
+    """The paper's window-specific models: windows of 10 or 25 frames, mel 3.2x as long."""
+    assert mel_frames_for(window) == {10: 32, 25: 80}[window]
+    ds = SyncPairDataset.from_split(data_root, "train", window_frames=window, seed=3)
     video, mel, _ = ds[0]
-    assert video.shape == (3 * context, 48, 96)
-    assert mel.shape == (1, 80, mel_frames_for(context))
+    assert video.shape == (3 * window, 48, 96)
+    assert mel.shape == (1, 80, mel_frames_for(window))
     pair = ds.draw(0)
     wav = read_wav(ds.clips[pair.clip] / "audio.wav")
     start = pair.audio_start * SPF
-    expected = log_mel_spectrogram(wav[start : start + context * SPF])[:, :-1]
+    expected = log_mel_spectrogram(wav[start : start + window * SPF])[:, :-1]
     torch.testing.assert_close(mel[0], expected)
-    assert all(d.video_start <= 60 - context for d in map(ds.draw, range(500)))
+    assert all(d.video_start <= 60 - window for d in map(ds.draw, range(500)))
     model = VocaLiST(PRESETS["tiny"]).eval()
     with torch.no_grad():
         assert model(video[None], mel[None]).shape == (1,)
@@ -290,7 +287,7 @@ def test_window_mel_is_chunk_mel_for_five_frames(data_root: Path) -> None:
     wav = read_wav(list_clips(data_root, "train")[0] / "audio.wav")
     torch.testing.assert_close(window_mel(wav, 7), chunk_mel(wav, 7 * SPF))
     with pytest.raises(ValueError):
-        window_mel(wav, 57, context=10)
+        window_mel(wav, 57, window_frames=10)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,11 +327,11 @@ def straight_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def test_training_writes_checkpoints_metrics_and_summary(straight_run: Path) -> None:
     for name in ("checkpoint_step000002.pth", "checkpoint_step000004.pth", "last.pth"):
         assert (straight_run / name).is_file()
-    model = load_vocalist(straight_run / "last.pth")
+    model = load_model(straight_run / "last.pth", family="vocalist")
     assert model.dims == PRESETS["tiny"]
     ckpt = read_checkpoint(straight_run / "last.pth")  # weights_only=True inside
     assert ckpt["global_step"] == 4 and ckpt["global_epoch"] == 4 * 4 // 4
-    assert ckpt["config"]["preset"] == "tiny" and ckpt["context"] == 5
+    assert ckpt["config"]["preset"] == "tiny" and ckpt["window_frames"] == 5
     assert ckpt["optimizer"]["state"] and len(ckpt["rng"]["torch"]) == 1
     losses = [r["loss"] for r in read_metrics(straight_run, "train")]
     assert len(losses) == 4 and all(0.0 < x < 3.0 for x in losses)
@@ -412,7 +409,7 @@ def test_torchrun_two_processes_on_cpu(data_root: Path, tmp_path: Path) -> None:
     ckpt = read_checkpoint(ddp / "last.pth")
     assert ckpt["global_step"] == steps and len(ckpt["rng"]["torch"]) == 2
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])
-    load_vocalist(ddp / "last.pth")
+    load_model(ddp / "last.pth", family="vocalist")
     # Same initial weights, lr and global batch: the curves agree in level and length (the
     # samples differ, so they cannot agree exactly).
     one = np.array([r["loss"] for r in read_metrics(single, "train")])
@@ -428,10 +425,9 @@ def test_train_command_writes_loadable_checkpoint(tmp_path):
     import subprocess
     import sys
 
-    from lipsync_fix.checkpoint import load_vocalist
-    from lipsync_fix.synth import write_synthetic_dataset
+    from lipsync_fix.data.synth import write_synthetic_dataset
 
-    root = write_synthetic_dataset(tmp_path / "data", 3, seed=5, duration_s=1.2)
+    root = write_synthetic_dataset(tmp_path / "data", 3, seed=5, crops="known", duration_s=1.2)
     run = subprocess.run(
         [sys.executable, "-m", "lipsync_fix.cli", "train", "--data-root", str(root),
          "--out", str(tmp_path / "run"), "--preset", "tiny", "--steps", "2",
@@ -439,4 +435,4 @@ def test_train_command_writes_loadable_checkpoint(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0, run.stderr
-    assert load_vocalist(tmp_path / "run" / "last.pth").dims.d_model == 32
+    assert load_model(tmp_path / "run" / "last.pth", family="vocalist").dims.d_model == 32

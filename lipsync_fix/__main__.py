@@ -1,0 +1,5 @@
+"""``python -m lipsync_fix``: the same as the ``lipsync-fix`` command."""
+
+from lipsync_fix.cli import main
+
+main()

@@ -1,0 +1,79 @@
+"""Where and in which precision the models run: device names and autocast dtypes.
+
+One place turns what a user typed (``--device cuda:1``, ``--precision bf16``) into torch
+objects, so a CPU-only install asked for CUDA, or a typo, gets one clear line instead of a
+traceback from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import torch
+
+from lipsync_fix.errors import UsageError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+_DEVICE_RE = re.compile(r"^(cpu|cuda|mps)(:\d+)?$")
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` -> a device that exists here."""
+    if isinstance(name, torch.device):
+        return name
+    text = str(name).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not _DEVICE_RE.match(text):
+        raise UsageError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps")
+    device = torch.device(text)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build of torch" if torch.version.cuda is None else "no usable GPU"
+            raise UsageError(f"device {name} was asked for, but this machine has {build}; "
+                             "use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"device {name} does not exist; this machine has "
+                             f"{torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"device {name} was asked for, but MPS is not available here")
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: plain float32).
+
+    ``auto`` picks bf16 where the hardware runs it natively (recent GPUs, CPUs with
+    AVX512-BF16 or AMX) and float32 elsewhere; ``fp32`` is the reference precision.
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+    elif device.type == "cpu":
+        supported = cpu_supports_bf16()
+    else:
+        supported = False
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if supported else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` on ``device``, or nothing when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

@@ -1,0 +1,43 @@
+"""Media I/O through the ``ffmpeg`` binary alone: probe, decode, encode, remux.
+
+The first stage of the pipeline (media -> faces -> features -> scores -> offsets -> remux)
+and its last: nothing else in lipsync-fix runs ffmpeg.
+"""
+
+from lipsync_fix.media.decode import (
+    count_frames_at,
+    decode_audio,
+    iter_video_frames,
+    video_packets_md5,
+)
+from lipsync_fix.media.encode import write_video
+from lipsync_fix.media.ffmpeg import PathLike, ffmpeg_exe
+from lipsync_fix.media.probe import (
+    VIDEO_SUFFIXES,
+    MediaInfo,
+    StreamInfo,
+    probe,
+    require_audio,
+    require_video,
+    require_video_and_audio,
+)
+from lipsync_fix.media.remux import ShiftReport, shift_audio
+
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "MediaInfo",
+    "PathLike",
+    "ShiftReport",
+    "StreamInfo",
+    "count_frames_at",
+    "decode_audio",
+    "ffmpeg_exe",
+    "iter_video_frames",
+    "probe",
+    "require_audio",
+    "require_video",
+    "require_video_and_audio",
+    "shift_audio",
+    "video_packets_md5",
+    "write_video",
+]

@@ -1,0 +1,95 @@
+"""Finding and running the ``ffmpeg`` binary, and turning its log into one-line errors.
+
+Users who only ``pip install`` have no ffprobe, just the static ffmpeg shipped in the
+``imageio-ffmpeg`` wheel, so everything in :mod:`lipsync_fix.media` runs ``ffmpeg`` and
+parses what it prints.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+from lipsync_fix.errors import LipsyncError, MediaError
+
+PathLike = str | os.PathLike[str]
+
+#: ffmpeg's demuxer message when a packet lies beyond the end of the file: the file was cut
+#: short. ffmpeg still exits with status 0, so it must be looked for in the log.
+_TRUNCATION_MARK = "partial file"
+
+@functools.cache
+def ffmpeg_exe() -> str:
+    """Return the ffmpeg binary to run, looked up once per process.
+
+    ``LIPSYNC_FIX_FFMPEG`` wins so that a user can pin a build; then an ``ffmpeg`` on PATH,
+    which is usually newer and may have hardware decoders; then the static binary of the
+    ``imageio-ffmpeg`` wheel, which every pip install has.
+    """
+    override = os.environ.get("LIPSYNC_FIX_FFMPEG")
+    if override:
+        if not Path(override).is_file():
+            raise LipsyncError(f"LIPSYNC_FIX_FFMPEG points to {override}, which is not a file.")
+        return override
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        return on_path
+    import imageio_ffmpeg
+
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as exc:
+        raise LipsyncError(
+            "No ffmpeg binary was found: install imageio-ffmpeg or set LIPSYNC_FIX_FFMPEG."
+        ) from exc
+
+
+def ffmpeg_command(args: list[str]) -> list[str]:
+    return [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
+
+
+def run_ffmpeg(args: list[str], stdin_data: bytes | None = None) -> subprocess.CompletedProcess:
+    """Run ffmpeg to completion, capturing its output (stdin fed from ``stdin_data``)."""
+    command = ffmpeg_command(args)
+    try:
+        return subprocess.run(command, input=stdin_data, capture_output=True, check=False)
+    except OSError as exc:
+        raise MediaError(f"Cannot run ffmpeg at {command[0]}: {exc.strerror}.") from exc
+
+
+def ffmpeg_reason(stderr: str) -> str:
+    """Condense ffmpeg's log into a short, single-line cause for an error message."""
+    if _TRUNCATION_MARK in stderr:
+        return "the file is truncated"
+    lines = [re.sub(r"^(\[[^\]]*\]\s*)+", "", line).strip() for line in stderr.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return "ffmpeg gave no reason"
+    # "Error opening input files: Invalid data found ..." -> "Invalid data found ..."
+    reason = re.sub(r"^Error [^:]*: ", "", lines[-1])
+    return " ".join(reason.split())[:200].rstrip(".")
+
+
+def check_ffmpeg(returncode: int, stderr: str, failure: str) -> None:
+    """Raise MediaError(``failure: cause``) when ffmpeg failed or read a truncated file.
+
+    Other errors in the log (a damaged frame or two) are tolerated, as players do.
+    """
+    if returncode != 0 or _TRUNCATION_MARK in stderr:
+        raise MediaError(f"{failure}: {ffmpeg_reason(stderr)}.")
+
+
+def stdout_or_raise(result: subprocess.CompletedProcess, failure: str) -> bytes:
+    """Return ffmpeg's stdout after checking that the run succeeded."""
+    check_ffmpeg(result.returncode, result.stderr.decode("utf-8", "replace"), failure)
+    return result.stdout
+
+
+def exact_rate(value: float) -> str:
+    """Format a frame rate exactly for ffmpeg (29.97002997… becomes 30000/1001)."""
+    return str(Fraction(value).limit_denominator(1001))

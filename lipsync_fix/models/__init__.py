@@ -1,0 +1,49 @@
+"""The models and their files: VocaLiST, the SyncNet* baseline, checkpoint I/O, the registry.
+
+``vocalist`` and ``syncnet_star`` hold the networks, ``layers`` their shared blocks,
+``scorer`` the interface the scorer relies on, ``checkpoint`` reading and writing weights,
+``registry`` names, downloads and :func:`load_model`.
+"""
+
+from lipsync_fix.models.checkpoint import (
+    FAMILIES,
+    build_model,
+    export_for_inference,
+    model_from_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from lipsync_fix.models.layers import count_parameters
+from lipsync_fix.models.registry import (
+    available_models,
+    load_model,
+    load_registry,
+    resolve_checkpoint,
+    sha256_of,
+)
+from lipsync_fix.models.scorer import PairScorer, SyncScorer
+from lipsync_fix.models.syncnet_star import SYNCNET_PRESETS, SyncNetDimensions, SyncNetStar
+from lipsync_fix.models.vocalist import PRESETS, ModelDimensions, VocaLiST
+
+__all__ = [
+    "FAMILIES",
+    "PRESETS",
+    "SYNCNET_PRESETS",
+    "ModelDimensions",
+    "PairScorer",
+    "SyncNetDimensions",
+    "SyncNetStar",
+    "SyncScorer",
+    "VocaLiST",
+    "available_models",
+    "build_model",
+    "count_parameters",
+    "export_for_inference",
+    "load_model",
+    "load_registry",
+    "model_from_checkpoint",
+    "read_checkpoint",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "sha256_of",
+]

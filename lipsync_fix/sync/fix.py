@@ -1,0 +1,29 @@
+"""The fix: a copy of the video with its audio moved into sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lipsync_fix import media
+from lipsync_fix.errors import UncertainEstimateError
+from lipsync_fix.sync.estimate import SyncEstimate
+
+
+def fix_video(
+    src: str | Path,
+    dst: str | Path,
+    estimate: SyncEstimate,
+    *,
+    force: bool = False,
+    apply_uncertain: bool = False,
+) -> media.ShiftReport:
+    """Write ``dst``: ``src`` with its audio moved earlier by the estimated delay.
+
+    An ``uncertain`` estimate is not acted on unless ``apply_uncertain``: writing a video
+    shifted by a guess would make a good video worse as often as it fixes a bad one.
+    """
+    if estimate.verdict == "uncertain" and not apply_uncertain:
+        raise UncertainEstimateError(
+            f"{estimate.describe()}; not fixed (use --apply-uncertain to apply the best guess)"
+        )
+    return media.shift_audio(src, dst, -estimate.audio_delay_ms / 1000.0, force=force)
