@@ -10,6 +10,7 @@ truncated file under the real name. Temporary names share one pattern
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,12 +20,26 @@ from lipsync_fix.errors import OutputError
 
 PARTIAL_MARK = ".partial"
 """Part of every temporary name: ``.<stem>.<random>.partial<suffix>``."""
+_TOKEN_BYTES = 4  # the random part: 8 hex digits
 
 
 def partial_name(dst: Path) -> Path:
     """A fresh temporary name beside ``dst`` that keeps its suffix (ffmpeg picks the
     container from it)."""
-    return dst.with_name(f".{dst.stem}.{secrets.token_hex(4)}{PARTIAL_MARK}{dst.suffix}")
+    token = secrets.token_hex(_TOKEN_BYTES)
+    return dst.with_name(f".{dst.stem}.{token}{PARTIAL_MARK}{dst.suffix}")
+
+
+def stale_partials(dst: str | os.PathLike[str]) -> list[Path]:
+    """The temporary files :func:`atomic_path` made for ``dst`` that were never renamed
+    (a killed run's leftovers). Matched exactly, so the temporary file of another output
+    in the same folder (``a.b.mp4`` beside ``a.mp4``) is never taken for one of these."""
+    dst = Path(dst)
+    if not dst.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(dst.stem)}\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}"
+                         rf"{re.escape(PARTIAL_MARK)}{re.escape(dst.suffix)}")
+    return sorted(p for p in dst.parent.iterdir() if pattern.fullmatch(p.name))
 
 
 def is_partial(path: Path) -> bool:
