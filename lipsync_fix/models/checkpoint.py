@@ -76,11 +76,26 @@ def family_of(ckpt: Mapping[str, Any]) -> str:
         else "vocalist"
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """``torch.save`` writes a zip archive (or, before torch 1.6, a pickle stream): any
+    other file (a text file, a video) is told apart here, because ``torch.load`` fails on
+    it with messages such as "list index out of range"."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        return True  # let torch.load report why it cannot be read
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file safely; always returns a dict with a ``"state_dict"``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (a .pth/.pt file saved "
+                              "by torch.save)")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
