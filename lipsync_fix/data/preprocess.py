@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,8 @@ def preprocess_video(src: Path, out_dir: Path, detector: str = "auto") -> dict:
 @dataclass
 class PreprocessSummary:
     done: list[dict]
-    skipped: list[dict]
+    skipped: list[dict]  # finished by an earlier run: {"input", "reason"}
+    failed: list[dict] = field(default_factory=list)  # could not be used: {"input", "error"}
 
 
 def _one(job: tuple[Path, Path, str]) -> dict:
@@ -88,16 +89,17 @@ def preprocess_folder(
             skipped.append({"input": str(src), "reason": "already done"})
         else:
             jobs.append((src, dst, detector))
-    done = []
+    done: list[dict] = []
+    failed: list[dict] = []
     with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Serial() as pool:
         for i, result in enumerate(pool.map(_one, jobs)):
             if "error" in result:
-                skipped.append({"input": result["input"], "reason": result["error"]})
+                failed.append(result)
             else:
                 done.append(result)
             if on_done:
                 on_done(i + 1, len(jobs), result)
-    return PreprocessSummary(done, skipped)
+    return PreprocessSummary(done, skipped, failed)
 
 
 class _Serial:
