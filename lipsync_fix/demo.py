@@ -48,21 +48,11 @@ def make_demo_clip(path: Path, audio_delay_ms: float, seconds: float, seed: int)
     return path
 
 
-def run_demo(
-    model: nn.Module,
-    out_dir: Path,
-    audio_delay_ms: float = DEMO_DELAY_MS,
-    seconds: float = DEMO_SECONDS,
-    seed: int = 2024,
-    options: SyncOptions | None = None,
-    progress: Progress | None = None,
-) -> DemoResult:
-    """Make the clip, estimate its delay, and write the fixed copy beside it.
-
-    The delay must lie inside the searched range (``options.max_offset_ms``), or the demo
-    would show a failure the tool itself reports as out of range.
-    """
-    options = options or SyncOptions()
+def check_demo(out_dir: Path, audio_delay_ms: float, seconds: float,
+               options: SyncOptions) -> None:
+    """Refuse a demo that cannot show what it promises, before anything is loaded or
+    written: the delay must lie inside the searched range (``options.max_offset_ms``), or
+    the demo would show a failure the tool itself reports as out of range."""
     if not (math.isfinite(seconds) and MIN_SECONDS <= seconds <= MAX_SECONDS):
         raise UsageError(f"the demo clip must last {MIN_SECONDS:g} to {MAX_SECONDS:g} s, "
                          f"got {seconds}")
@@ -72,6 +62,21 @@ def run_demo(
                          f"range), got {audio_delay_ms}")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir} is a file; --out-dir must be a folder")
+
+
+def run_demo(
+    model: nn.Module,
+    out_dir: Path,
+    audio_delay_ms: float = DEMO_DELAY_MS,
+    seconds: float = DEMO_SECONDS,
+    seed: int = 2024,
+    options: SyncOptions | None = None,
+    progress: Progress | None = None,
+) -> DemoResult:
+    """Make the clip, estimate its delay, and write the fixed copy beside it (after
+    :func:`check_demo`)."""
+    options = options or SyncOptions()
+    check_demo(out_dir, audio_delay_ms, seconds, options)
     out_dir.mkdir(parents=True, exist_ok=True)
     clip = make_demo_clip(out_dir / "demo_out_of_sync.mp4", audio_delay_ms, seconds, seed)
     estimate = estimate_sync(clip, model, options, progress)
