@@ -1,12 +1,18 @@
-"""Shared fixtures: the golden data of the authors' reference code and its weight rule."""
+"""Shared fixtures: the golden data of the authors' reference code and its weight rule, the
+``needs_shared`` mark, and :func:`invoke` (the command line, in-process)."""
 
 from __future__ import annotations
 
+import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from lipsync_fix import cli
 from lipsync_fix.evaluation import golden
 from lipsync_fix.models.vocalist import VocaLiST
 
@@ -33,3 +39,31 @@ def golden_data():
         return np.load(folder / f"{name}.npz")
 
     return load
+
+
+@dataclass
+class Outcome:
+    """What one command line did: its exit status and what it printed."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return self.stderr.splitlines()
+
+    def json_lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+
+def invoke(*args: object) -> Outcome:
+    """Run ``lipsync-fix ARGS`` in this process, through the same error handling and exit
+    codes as the installed command (:func:`lipsync_fix.cli.run`), with stdout and stderr
+    captured apart. In-process, a call costs what the command does, not ~3 s of imports."""
+    runner = CliRunner()
+    with runner.isolation() as (stdout, stderr, _):
+        code = cli.run([str(a) for a in args])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return Outcome(code, stdout.getvalue().decode(), stderr.getvalue().decode())

@@ -1,22 +1,36 @@
 """The ``lipsync-fix`` command line: parses, calls the library, prints.
 
-Exit status: 0 when every input succeeded, 1 when some input failed (the others still
-ran), 2 for a usage error (nothing ran), 130 when interrupted. Errors are one line on
-stderr (``error: ...``); ``--debug`` (anywhere on the line) shows the traceback instead.
+Exit status (the README's table):
+
+* **0**: every input succeeded (or was skipped because it was done earlier);
+* **1**: some input failed; the others still ran, and each failure is one line
+  (``error: ...`` on stderr; with ``--json`` also an object with an ``error`` key on
+  stdout). An internal error of lipsync-fix also exits 1;
+* **2**: a usage error: a bad option or argument, an output that exists (without
+  ``--force``) or would collide; nothing ran;
+* **130**: interrupted (Ctrl-C); a batch with ``--report`` continues where it stopped
+  when the same command is run again.
+
+Errors are one line; ``--debug`` (anywhere on the line) shows the traceback as well.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
+from collections.abc import Sequence
+from pathlib import Path
 
 import typer
 
 from lipsync_fix.cli import main_job, research, separation  # noqa: F401  (registers commands)
-from lipsync_fix.cli.app import app, err
+from lipsync_fix.cli.app import Session, app, print_error, print_json
 from lipsync_fix.errors import LipsyncError
+from lipsync_fix.media import VIDEO_SUFFIXES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+ROOT_OPTIONS = {"--help"}
 
 
 def command_names() -> set[str]:
@@ -25,42 +39,120 @@ def command_names() -> set[str]:
     return names | {g.name for g in app.registered_groups if g.name}
 
 
-def _usage_line(exc: Exception) -> str:
-    """Typer/click usage errors as one line (they carry ``format_message``)."""
-    message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
-    return f"error: {message} (see lipsync-fix --help)"
+def _options_part(args: Sequence[str]) -> list[str]:
+    """The arguments before a ``--`` (after it, everything is a file name)."""
+    args = list(args)
+    return args[: args.index("--")] if "--" in args else args
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: ``lipsync-fix VIDEO -o OUT`` means ``lipsync-fix fix VIDEO -o OUT``."""
+def _with_default_command(args: list[str]) -> list[str]:
+    """``lipsync-fix VIDEO -o OUT`` means ``lipsync-fix fix VIDEO -o OUT``.
+
+    ``fix`` is put in front of anything that is neither a command nor ``--help`` and looks
+    like a file or an option, so a mistyped command (``scroe``) is still reported as an
+    unknown command rather than as a missing file.
+    """
+    if not args or args[0] in command_names() or args[0] in ROOT_OPTIONS:
+        return args
+    first = args[0]
+    if first.startswith("-") or Path(first).suffix or os.path.exists(first):
+        return ["fix", *args]
+    return args
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """A usage error of typer/click. Typer 0.29 bundles its own click (``typer._click``)
+    while older typers raise ``click`` exceptions; both carry these two attributes."""
+    return hasattr(exc, "format_message") and hasattr(exc, "exit_code")
+
+
+def _usage_message(exc: BaseException, args: Sequence[str]) -> str:
+    message = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
+    dashed = [a for a in _options_part(args)
+              if a.startswith("-") and not a.startswith("--")
+              and (Path(a).suffix.lower() in VIDEO_SUFFIXES or os.path.exists(a))]
+    if dashed and "option" in message.lower():
+        message += (f"; to name a file that starts with '-', write ./{dashed[0]} "
+                    "or put it after '--'")
+    return f"{message} (see lipsync-fix --help)"
+
+
+def _fail(message: str, code: int, json_mode: bool) -> int:
+    """Report an error that ended the whole run: one line on stderr, and with ``--json``
+    an ``error`` object on stdout, so a script reading stdout sees the failure too."""
+    print_error(message)
+    if json_mode:
+        print_json({"error": message, "exit_code": code})
+    return code
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default: ``sys.argv[1:]``) and return its exit
+    status. Never raises: every failure becomes one line and a status (see the module
+    docstring), so tests can call this in-process exactly as the entry point does."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
-    args = [a for a in args if a != "--debug"]
-    if args and args[0] not in command_names() and not args[0].startswith("-"):
-        args.insert(0, "fix")
+    head = _options_part(args)
+    debug = "--debug" in head
+    json_mode = "--json" in head
+    if debug:
+        cut = len(head)
+        args = [a for a in args[:cut] if a != "--debug"] + args[cut:]
+    Session.debug = debug
+    args = _with_default_command(args)
     try:
         code = app(args, standalone_mode=False, prog_name="lipsync-fix")
     except LipsyncError as exc:
         if debug:
             traceback.print_exc()
-        err.print(f"[red]error:[/red] {exc}")
-        sys.exit(exc.exit_code)
+        return _fail(str(exc), exc.exit_code, json_mode)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None
+                                                            else EXIT_FAILED)
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("aborted")
-        sys.exit(EXIT_INTERRUPTED)
+        return _fail("interrupted", EXIT_INTERRUPTED, json_mode)
     except Exception as exc:
-        if hasattr(exc, "format_message") and hasattr(exc, "exit_code") and not debug:
-            err.print(_usage_line(exc))
-            sys.exit(int(exc.exit_code) if exc.exit_code else EXIT_USAGE)
         if debug:
-            raise
-        err.print(f"[red]error:[/red] an internal error in lipsync-fix: "
-                  f"{type(exc).__name__}: {exc} (run again with --debug for the traceback)")
-        sys.exit(EXIT_FAILED)
-    if isinstance(code, int) and code:
-        sys.exit(code)
+            traceback.print_exc()
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            help_text = str(exc.format_message()).strip()  # type: ignore[attr-defined]
+            if help_text:  # rich-less typer returns the help instead of printing it
+                print(help_text)
+            return EXIT_USAGE
+        if _is_usage_error(exc):
+            # All of typer's own errors are about the command line: nothing ran.
+            return _fail(_usage_message(exc, args), EXIT_USAGE, json_mode)
+        name = type(exc).__name__
+        return _fail(f"an internal error in lipsync-fix: {name}: {exc} "
+                     "(run again with --debug for the traceback)", EXIT_FAILED, json_mode)
+    if code == EXIT_INTERRUPTED:
+        return _fail("interrupted", EXIT_INTERRUPTED, json_mode)
+    return code if isinstance(code, int) else EXIT_OK
 
 
-__all__ = ["app", "main"]
+def _tolerant_streams() -> None:
+    """A file name that is not valid UTF-8 (Python passes it as surrogates) is printed
+    with backslash escapes instead of ending in ``UnicodeEncodeError``."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``lipsync-fix`` command."""
+    _tolerant_streams()
+    try:
+        code = run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``lipsync-fix score ... --json | head -1``): stop quietly,
+        # and keep Python from complaining about the unflushed stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_FAILED
+    sys.exit(code)
+
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "app", "main", "run"]

@@ -2,18 +2,29 @@
 
 Options shared by several commands are declared once here (``-c/--checkpoint``,
 ``--device``, ``-q/--quiet``, ``--json``, ``--force``, ...), so they mean the same
-everywhere: ``--json`` always prints one JSON object per result on stdout.
+everywhere: ``--json`` always prints one JSON object per result on stdout and nothing
+else there (an input that failed is an object with an ``error`` key).
+
+The consoles never interpret markup or emoji codes: file names and error messages are
+the user's text, and ``[x]`` or ``:smile:`` inside a path must print as typed (rich would
+otherwise swallow it, or raise on a stray closing tag).
 """
 
 from __future__ import annotations
 
+import enum
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from lipsync_fix.errors import LipsyncError, UsageError
+from lipsync_fix.faces import parse_face_box
 
 app = typer.Typer(
     help="Find and fix audio/video desynchronisation in videos of people speaking or singing.",
@@ -27,20 +38,81 @@ report_app = typer.Typer(help="Reports of batch runs.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(report_app, name="report")
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+class Session:
+    """What ``run`` learnt from the whole command line: ``--debug`` (taken out before the
+    command parses its options) lets a batch re-raise an internal error for its traceback
+    instead of recording it and going on."""
+
+    debug = False
+
+
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: a path or a library message with a newline in it must not
+    break the promise of one line per error."""
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` on stderr, on one line."""
+    err.print(Text.assemble(("error:", "bold red"), " ", one_line(message)))
+
+
+def say(message: str) -> None:
+    """A human line on stdout (never used in ``--json`` mode)."""
+    out.print(message)
+
+
+def note(message: str) -> None:
+    """A human line on stderr that is not an error (a skipped clip, a hint)."""
+    err.print(one_line(message))
 
 
 def progress_bar(quiet: bool) -> Progress:
-    """A progress bar on stderr (nothing when ``quiet``); stdout stays clean for ``--json``."""
+    """A progress bar on stderr, only on a terminal and when not ``quiet``: stdout stays
+    clean for ``--json``, and a log file gets no bar frames or blank lines."""
     return Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=quiet, transient=True,
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+        disable=quiet or not err.is_terminal, transient=True,
     )
 
 
 def print_json(record: dict) -> None:
-    print(json.dumps(record), flush=True)
+    """One JSON object on one line of stdout (NaN/inf, which JSON lacks, become null)."""
+    print(json.dumps(_finite(record), allow_nan=False), flush=True)
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+class DetectorName(str, enum.Enum):
+    """Face detectors; declared as a choice so a typo is a usage error before any work."""
+
+    auto = "auto"
+    haar = "haar"
+    s3fd = "s3fd"
+
+
+def check_face_box(text: str | None) -> str | None:
+    """Refuse a malformed ``--face-box`` before any input is read (a usage error, exit 2),
+    instead of once per input."""
+    if text is not None:
+        try:
+            parse_face_box(text)
+        except LipsyncError as exc:
+            raise UsageError(str(exc)) from None
+    return text
 
 
 Checkpoint = Annotated[
@@ -50,13 +122,14 @@ Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")]
 Precision = Annotated[str, typer.Option(
     help="auto (bf16 where the hardware runs it natively), fp32 or bf16.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or chatter.")]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per result.")]
+Json = Annotated[bool, typer.Option(
+    "--json", help="Print one JSON object per result on stdout, and nothing else there.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
 Context = Annotated[int, typer.Option(
     "--context", "--window",
     help="Context window K in frames over which scores are averaged (25 = 1 s).")]
 MaxOffset = Annotated[float, typer.Option(help="Largest delay searched, in ms (either way).")]
-Detector = Annotated[str, typer.Option(help="Face detector: auto, haar or s3fd.")]
+Detector = Annotated[DetectorName, typer.Option(help="Face detector.")]
 FaceBox = Annotated[str | None, typer.Option(help="Fixed face region x,y,w,h (pixels).")]
 Report = Annotated[Path | None, typer.Option(
     help="Write a .csv or .jsonl report (resumable: a rerun continues it).")]

@@ -6,6 +6,7 @@ Each parses its options, calls the library (:mod:`lipsync_fix.sync`,
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from lipsync_fix.cli.app import (
     Checkpoint,
     Context,
     Detector,
+    DetectorName,
     Device,
     FaceBox,
     Force,
@@ -24,33 +26,43 @@ from lipsync_fix.cli.app import (
     MaxOffset,
     Quiet,
     Report,
+    Session,
     Shard,
     app,
-    err,
-    out,
+    check_face_box,
+    print_error,
     print_json,
     progress_bar,
+    say,
 )
 from lipsync_fix.compute import resolve_device
-from lipsync_fix.demo import run_demo
+from lipsync_fix.demo import check_demo, run_demo
 from lipsync_fix.errors import UsageError
 from lipsync_fix.models import load_model, load_registry
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
 from lipsync_fix.sync.plot import plot_scores
 
+MAX_SHIFT_MS = 24 * 3600 * 1000.0  # a day: anything longer is a typo, not a delay
+
 
 def _echo(job: batch.Job, record: dict, json_lines: bool, describe) -> None:
-    """One line per input: the JSON record, or a sentence (errors on stderr)."""
+    """One line per input: the JSON record (stdout), or a sentence. An error is also one
+    line on stderr in both modes, so a log of stderr lists every failure."""
+    if "error" in record:
+        message = record["error"]
+        if str(job.input) not in message:
+            message = f"{job.input}: {message}"
+        print_error(message)
     if json_lines:
         print_json(record)
     elif "error" in record:
-        err.print(f"[red]error:[/red] {record['error']}")
+        return
     elif record.get("skipped"):
         reason = record["skipped"]
-        hint = " (use --force to redo it)" if reason == "output exists" else ""
-        out.print(f"{job.input}: skipped, {reason}{hint}")
+        hint = " (use --force to redo it)" if reason == batch.OUTPUT_EXISTS else ""
+        say(f"{job.input}: skipped, {reason}{hint}")
     else:
-        out.print(describe(record))
+        say(describe(record))
 
 
 def _run(jobs, work, report, force, json_lines, quiet, describe) -> None:
@@ -63,9 +75,18 @@ def _run(jobs, work, report, force, json_lines, quiet, describe) -> None:
         result = batch.run_batch(
             jobs, lambda job: work(job, progress), report=report, force=force,
             on_record=lambda job, record: _echo(job, record, json_lines, describe),
+            reraise=Session.debug,
         )
     if result.failed:
         raise typer.Exit(1)
+
+
+def _sync_options(context: int, max_offset_ms: float, detector: str, face_box: str | None,
+                  device: str) -> SyncOptions:
+    """The estimate's options, checked (numbers, face box) before any input is read."""
+    return SyncOptions(context_frames=context, max_offset_ms=max_offset_ms,
+                       detector=str(getattr(detector, "value", detector)),
+                       face_box=check_face_box(face_box), device=device)
 
 
 @app.command("fix")
@@ -79,7 +100,7 @@ def fix_command(
     checkpoint: Checkpoint = "vocalist-lrs2",
     context: Context = 25,
     max_offset_ms: MaxOffset = 600.0,
-    detector: Detector = "auto",
+    detector: Detector = DetectorName.auto,
     face_box: FaceBox = None,
     device: Device = "cpu",
     json_lines: Json = False,
@@ -92,15 +113,12 @@ def fix_command(
     The video stream is copied bit for bit; the audio is shifted sample-exactly (trimmed
     or padded with silence, duration kept). Existing outputs are kept unless --force.
     """
+    options = _sync_options(context, max_offset_ms, detector, face_box, device)
     if output is None:
         raise UsageError("give an output with -o OUT (a file, or a folder for several inputs)")
-    jobs = batch.select_shard(batch.plan_jobs(inputs, output), shard)
+    jobs = batch.select_shard(batch.plan_jobs(inputs, output, force=force), shard)
     if report is not None:
         batch.check_report_path(report, [j.input for j in jobs], force)
-    if len(jobs) == 1 and jobs[0].output is not None and jobs[0].output.exists() and not force:
-        raise UsageError(f"{jobs[0].output} exists; use --force to overwrite it")
-    options = SyncOptions(context_frames=context, max_offset_ms=max_offset_ms,
-                          detector=detector, face_box=face_box, device=device)
     model = load_model(checkpoint, resolve_device(device))
 
     def work(job: batch.Job, progress) -> dict:
@@ -121,59 +139,39 @@ def score_command(
     checkpoint: Checkpoint = "vocalist-lrs2",
     context: Context = 25,
     max_offset_ms: MaxOffset = 600.0,
-    detector: Detector = "auto",
+    detector: Detector = DetectorName.auto,
     face_box: FaceBox = None,
     device: Device = "cpu",
     json_lines: Json = False,
     plot: Annotated[Path | None, typer.Option(
-        help="Draw score vs offset to a PNG (a folder of PNGs for several inputs).")] = None,
+        help="Draw score vs offset to a PNG (a folder of PNGs, mirroring the inputs, for "
+             "several inputs).")] = None,
     report: Report = None,
     shard: Shard = None,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
     """Estimate each video's audio delay without writing a video."""
-    jobs = batch.select_shard(batch.plan_jobs(inputs), shard)
+    options = _sync_options(context, max_offset_ms, detector, face_box, device)
+    jobs = batch.select_shard(
+        batch.plan_jobs(inputs, plot, tag="", suffix=".png", force=force, option="--plot"),
+        shard)
     if report is not None:
         batch.check_report_path(report, [j.input for j in jobs], force)
-    plots = _plot_paths(jobs, plot, force)
-    options = SyncOptions(context_frames=context, max_offset_ms=max_offset_ms,
-                          detector=detector, face_box=face_box, device=device)
     model = load_model(checkpoint, resolve_device(device))
 
     def work(job: batch.Job, progress) -> dict:
         estimate = estimate_sync(job.input, model, options, progress)
-        if job.input in plots:
-            plot_scores(estimate, plots[job.input])
-        return estimate.to_json()
+        if job.output is None:
+            return estimate.to_json()
+        plot_scores(estimate, job.output)
+        return estimate.to_json() | {"plot": str(job.output)}
 
     def describe(record: dict) -> str:
-        return SyncEstimate.from_json(record).describe()
+        line = SyncEstimate.from_json(record).describe()
+        return f"{line} -> plot {record['plot']}" if record.get("plot") else line
 
     _run(jobs, work, report, force, json_lines, quiet, describe)
-
-
-def _plot_paths(jobs: list[batch.Job], plot: Path | None, force: bool) -> dict[Path, Path]:
-    """Where each input's plot goes: ``plot`` itself for one input, else ``plot`` is a
-    folder that mirrors the inputs (``PLOTS/x/clip.png``)."""
-    if plot is None:
-        return {}
-    if len(jobs) == 1 and plot.suffix:
-        if plot.suffix.lower() != ".png":
-            raise UsageError(f"--plot writes a PNG image; give a name ending in .png, not {plot}")
-        targets = {jobs[0].input: plot}
-    else:
-        if plot.suffix:
-            raise UsageError(f"several inputs need --plot to name a folder, not {plot}")
-        targets = {j.input: plot / j.label.with_suffix(".png") for j in jobs}
-    for target in targets.values():
-        if target.exists() and not force:
-            raise UsageError(f"{target} exists; use --force to overwrite it")
-        if len(targets) > 1:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        elif not target.parent.is_dir():
-            raise UsageError(f"the folder {target.parent} of --plot does not exist")
-    return targets
 
 
 @app.command("shift")
@@ -186,14 +184,22 @@ def shift_command(
     json_line: Json = False,
 ) -> None:
     """Apply a known shift: the output's sound comes AUDIO_DELAY_MS later than the input's."""
+    if not (math.isfinite(audio_delay_ms) and abs(audio_delay_ms) <= MAX_SHIFT_MS):
+        raise UsageError(f"--audio-delay-ms must be a number of milliseconds within "
+                         f"+-{MAX_SHIFT_MS:.0f}, got {audio_delay_ms}")
+    if video.is_dir():
+        raise UsageError(f"shift takes one video file, not the folder {video}")
+    if output.is_dir():
+        raise UsageError(f"-o {output} is a folder; shift writes one video file")
+    batch.check_output(output, force=force)  # the same rules and words as fix's
     done = media.shift_audio(video, output, audio_delay_ms / 1000.0, force=force)
     if json_line:
         print_json({"input": str(video), "output": str(output),
                     "applied_delay_ms": 1000 * done.applied_delay_s,
                     "shift_samples": done.shift_samples, "sample_rate": done.sample_rate})
         return
-    out.print(f"wrote {output}: audio delayed by {1000 * done.applied_delay_s:.2f} ms "
-              f"({done.shift_samples} samples at {done.sample_rate} Hz)")
+    say(f"wrote {output}: audio delayed by {1000 * done.applied_delay_s:.2f} ms "
+        f"({done.shift_samples} samples at {done.sample_rate} Hz)")
 
 
 @app.command("demo")
@@ -210,6 +216,7 @@ def demo_command(
 ) -> None:
     """Make a talking-head clip with a known audio delay, fix it, and compare (offline)."""
     options = SyncOptions(device=device)
+    check_demo(out_dir, audio_delay_ms, seconds, options)  # before the model loads
     model = load_model(checkpoint, resolve_device(device))
     with progress_bar(quiet or json_line) as bar:
         task = bar.add_task("demo", total=None)
@@ -222,12 +229,11 @@ def demo_command(
         print_json(result.to_json())
         return
     est = result.estimate
-    out.print(f"made    {result.clip} with the audio {audio_delay_ms:.0f} ms late")
-    out.print(f"found   {est.describe()}")
-    out.print(f"true {result.true_audio_delay_ms:.0f} ms, estimated {est.audio_delay_ms:.0f} ms "
-              f"(off by {abs(result.residual_ms):.0f} ms = "
-              f"{abs(result.residual_ms) / 40:.2f} frames)")
-    out.print(f"wrote   {result.fixed} with the audio moved {est.audio_delay_ms:.0f} ms earlier")
+    say(f"made    {result.clip} with the audio {audio_delay_ms:.0f} ms late")
+    say(f"found   {est.describe()}")
+    say(f"true {result.true_audio_delay_ms:.0f} ms, estimated {est.audio_delay_ms:.0f} ms "
+        f"(off by {abs(result.residual_ms):.0f} ms = {abs(result.residual_ms) / 40:.2f} frames)")
+    say(f"wrote   {result.fixed} with the audio moved {est.audio_delay_ms:.0f} ms earlier")
 
 
 @app.command("models")
@@ -237,4 +243,4 @@ def models_command(json_lines: Json = False) -> None:
         if json_lines:
             print_json({"name": name, **entry})
         else:
-            out.print(f"{name:22s} {entry.get('description', '')}")
+            say(f"{name:22s} {entry.get('description', '')}")

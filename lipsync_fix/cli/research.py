@@ -12,6 +12,7 @@ from rich.table import Table
 from lipsync_fix import batch
 from lipsync_fix.cli.app import (
     Detector,
+    DetectorName,
     Device,
     Force,
     Json,
@@ -19,11 +20,13 @@ from lipsync_fix.cli.app import (
     Shard,
     app,
     bench_app,
-    err,
+    note,
     out,
+    print_error,
     print_json,
     progress_bar,
     report_app,
+    say,
 )
 from lipsync_fix.compute import resolve_device
 from lipsync_fix.data.preprocess import preprocess_folder
@@ -48,13 +51,13 @@ def check_command(device: Device = "cpu", json_line: Json = False) -> None:
         print_json({"passed": result.passed, "max_score_error": result.max_score_error,
                     "seconds": round(result.seconds, 2)})
     else:
-        out.print(f"scored the reference clip (27 windows x 31 shifts) in {result.seconds:.1f} s")
-        out.print(f"largest score difference from the authors' code: "
+        say(f"scored the reference clip (27 windows x 31 shifts) in {result.seconds:.1f} s")
+        say(f"largest score difference from the authors' code: "
                   f"{result.max_score_error:.2e} (tolerance 1e-3); out-of-range cells "
                   f"{'identical' if result.out_of_range_identical else 'DIFFER'}")
         for name, (ours, ref) in result.lines.items():
-            out.print(f"{name:9s} ours {ours}\n{'':9s} ref  {ref}")
-        out.print("[green]PASS[/green]" if result.passed else "[red]FAIL[/red]")
+            say(f"{name:9s} ours {ours}\n{'':9s} ref  {ref}")
+        say("PASS" if result.passed else "FAIL")
     if not result.passed:
         raise typer.Exit(1)
 
@@ -67,6 +70,7 @@ def synth_command(
     seconds: Annotated[float, typer.Option(
         min=1.2, max=600.0, help="Length of each clip.")] = 4.0,
     force: Force = False,
+    json_line: Json = False,
     quiet: Quiet = False,
 ) -> None:
     """Write generated talking-head clips in the authors' layout, with train/val/test lists.
@@ -76,7 +80,10 @@ def synth_command(
         task = bar.add_task("clips", total=clips)
         write_synthetic_dataset(out_dir, clips, seed, seconds, force=force,
                                 on_done=lambda done, total: bar.update(task, completed=done))
-    out.print(f"wrote {clips} clips to {out_dir}")
+    if json_line:
+        print_json({"output": str(out_dir), "clips": clips, "seed": seed, "seconds": seconds})
+    elif not quiet:
+        say(f"wrote {clips} clips to {out_dir}")
 
 
 @app.command("preprocess")
@@ -84,22 +91,44 @@ def preprocess_command(
     raw_dir: Annotated[Path, typer.Argument(help="Folder of videos (searched recursively).")],
     out_dir: Annotated[Path, typer.Argument(help="Data root to write clip folders into.")],
     workers: Annotated[int, typer.Option(min=1, help="Videos processed in parallel.")] = 1,
-    detector: Detector = "auto",
+    detector: Detector = DetectorName.auto,
     shard: Shard = None,
+    json_lines: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Videos -> the authors' layout (25 fps face crops + 16 kHz audio); resumable."""
+    """Videos -> the authors' layout (25 fps face crops + 16 kHz audio); resumable.
+
+    Exits 1 when a video could not be used (each one is an error line); clips finished by
+    an earlier run are skipped."""
     if not raw_dir.is_dir():
         raise UsageError(f"{raw_dir} is not a folder")
-    with progress_bar(quiet) as bar:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is a file; preprocess writes clip folders into a folder")
+    if not out_dir.exists() and not out_dir.parent.is_dir():
+        raise UsageError(f"the folder {out_dir.parent} does not exist; create it first")
+    with progress_bar(quiet or json_lines) as bar:
         task = bar.add_task("videos", total=None)
         summary = preprocess_folder(
-            raw_dir, out_dir, detector, workers, shard=shard,
+            raw_dir, out_dir, detector.value, workers, shard=shard,
             on_done=lambda done, total, _: bar.update(task, completed=done, total=total),
         )
-    out.print(f"{len(summary.done)} clips written to {out_dir}, {len(summary.skipped)} skipped")
+    for item in summary.done:
+        if json_lines:
+            print_json(item)
     for item in summary.skipped:
-        err.print(f"skipped {item['input']}: {item['reason']}")
+        if json_lines:
+            print_json(item | {"skipped": item["reason"]})
+        elif not quiet:
+            note(f"skipped {item['input']}: {item['reason']}")
+    for item in summary.failed:
+        print_error(f"{item['input']}: {item['error']}")
+        if json_lines:
+            print_json(item)
+    if not json_lines:
+        say(f"{len(summary.done)} clips written to {out_dir}, {len(summary.skipped)} done "
+            f"earlier, {len(summary.failed)} failed")
+    if summary.failed:
+        raise typer.Exit(1)
 
 
 @app.command("train")
@@ -137,7 +166,7 @@ def train_command(
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     last = train(cfg)
-    out.print(f"wrote {last}")
+    say(f"wrote {last}")
 
 
 @app.command("export")
@@ -152,8 +181,7 @@ def export_command(
     if output.exists() and not force:
         raise OutputExistsError(f"{output} exists; use --force to overwrite it")
     export_for_inference(checkpoint, output)
-    out.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, "
-              f"sha256 {sha256_of(output)})")
+    say(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, sha256 {sha256_of(output)})")
 
 
 @app.command("eval")
@@ -178,9 +206,9 @@ def eval_command(
 ) -> None:
     """Reproduce the paper's sync accuracy tables on preprocessed clips."""
     proto = get_protocol(protocol)
-    for target in (json_out, csv_out):
-        if target is not None and target.exists() and not force:
-            raise OutputExistsError(f"{target} exists; use --force to overwrite it")
+    for target, suffix, option in ((json_out, ".json", "--json-out"), (csv_out, ".csv", "--csv")):
+        if target is not None:
+            batch.check_output(target, suffix=suffix, force=force, option=option)
     dev = resolve_device(device)
     model = load_model(checkpoint, dev)
     running = EvalResult(proto.name)
@@ -211,7 +239,7 @@ def eval_command(
         table.add_row(tol.replace("tolerance_", "±"), *[f"{100 * v:.1f}" for v in by_k.values()])
     out.print(table)
     for skipped in result.skipped:
-        err.print(f"skipped {skipped['clip']}: {skipped['reason']}")
+        note(f"skipped {skipped['clip']}: {skipped['reason']}")
 
 
 @bench_app.command("scorer")
@@ -227,16 +255,20 @@ def bench_scorer(
     """Reference (whole model per pair) vs cached scoring: seconds per window and ratio."""
     result = run_scorer_benchmark(preset, duration, reference_windows or None,
                                   str(resolve_device(device)))
-    out.print(f"model {preset}, device {result.device}, {result.windows} windows")
-    out.print(f"reference: {result.reference_s_per_window:.3f} s/window "
-              f"({result.reference_windows} windows)")
-    out.print(f"cached:    {result.cached_s_per_window:.4f} s/window")
-    out.print(f"speedup:   {result.speedup:.1f}x, offsets identical: {result.offsets_identical} "
-              f"({result.offsets_compared} rows with a clear best), "
-              f"max score difference {result.max_abs_score_diff:.2e}")
-    out.print(f"achieved {result.gflops:.1f} GFLOP/s; measured matmul {result.matmul_gflops:.1f}")
     if json_line:
         print_json(result.to_json())
+        return
+    say(f"model {preset}, device {result.device}, {result.windows} windows")
+    say(f"reference: {result.reference_s_per_window:.3f} s/window "
+        f"({result.reference_windows} windows)")
+    say(f"cached:    {result.cached_s_per_window:.4f} s/window")
+    say(f"speedup:   {result.speedup:.1f}x, offsets identical: {result.offsets_identical} "
+        f"({result.offsets_compared} rows with a clear best), "
+        f"max score difference {result.max_abs_score_diff:.2e}")
+    say(f"achieved {result.gflops:.1f} GFLOP/s; measured matmul {result.matmul_gflops:.1f}")
+    if result.speedup <= 1:
+        note(f"warning: cached scoring was not faster than reference scoring here "
+             f"({result.speedup:.2f}x); timings on a busy machine are unreliable")
 
 
 @report_app.command("merge")
@@ -244,9 +276,13 @@ def report_merge_command(
     reports: Annotated[list[Path], typer.Argument(help="Per-shard reports (.csv or .jsonl).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The merged report.")],
     force: Force = False,
+    json_line: Json = False,
 ) -> None:
     """Merge the reports of a run fanned out with --shard into one (one record per input)."""
     records = batch.merge_reports(reports, output, force)
     failed = sum("error" in r and bool(r["error"]) for r in records)
-    out.print(f"wrote {output}: {len(records)} inputs from {len(reports)} reports, "
-              f"{failed} failed")
+    if json_line:
+        print_json({"output": str(output), "inputs": len(records), "reports": len(reports),
+                    "failed": failed})
+        return
+    say(f"wrote {output}: {len(records)} inputs from {len(reports)} reports, {failed} failed")

@@ -10,18 +10,20 @@ import typer
 
 from lipsync_fix.cli.app import (
     Detector,
+    DetectorName,
     Device,
     FaceBox,
     Force,
     Json,
     Quiet,
     app,
+    check_face_box,
     err,
     out,
     print_json,
 )
 from lipsync_fix.compute import resolve_device
-from lipsync_fix.errors import OutputExistsError
+from lipsync_fix.errors import OutputError, OutputExistsError
 from lipsync_fix.separation import (
     SeparationConfig,
     compare_separators,
@@ -40,19 +42,23 @@ def separate_command(
         "--checkpoint", "-c", help="A separation checkpoint (train-separation's last.pth).")],
     device: Device = "cpu",
     force: Force = False,
-    detector: Detector = "auto",
+    detector: Detector = DetectorName.auto,
     face_box: FaceBox = None,
     json_line: Json = False,
 ) -> None:
     """Separate the on-screen singer's voice from the rest of the soundtrack.
 
     Uses a Y-Net separator (paper Table 3) conditioned on the singer's mouth frames."""
+    check_face_box(face_box)
     if output.exists() and not force:
         raise OutputExistsError(f"{output} exists; use --force to overwrite it")
+    if not output.parent.is_dir():
+        raise OutputError(f"the folder {output.parent} of -o {output} does not exist; "
+                          "create it first")
     dev = resolve_device(device)
     model = load_separator(checkpoint, dev)
-    record = separate_video(video, output, model, detector=detector, face_box=face_box,
-                            device=dev, force=force)
+    record = separate_video(video, output, model, detector=detector.value,
+                            face_box=face_box, device=dev, force=force)
     if json_line:
         print_json(record)
     else:

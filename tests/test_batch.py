@@ -1,0 +1,263 @@
+"""The policy of batch runs (:mod:`lipsync_fix.batch`): inputs, mirrored outputs,
+collisions, shards, the journal and reports. Pure file-system tests: the work function
+is a stand-in, so every rule is checked in milliseconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lipsync_fix import batch
+from lipsync_fix.batch import Job, Journal, plan_jobs, run_batch, select_shard
+from lipsync_fix.errors import LipsyncError, OutputError, OutputExistsError, UsageError
+from lipsync_fix.files import partial_name
+
+
+def touch(path: Path, data: bytes = b"video") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+class Work:
+    """A stand-in for scoring/fixing: writes the output, records its calls, and fails
+    (or raises anything) for the inputs it is told to."""
+
+    def __init__(self, fail: dict[str, BaseException] | None = None):
+        self.calls: list[str] = []
+        self.fail = fail or {}
+
+    def __call__(self, job: Job) -> dict:
+        self.calls.append(job.input.name)
+        if job.input.name in self.fail:
+            raise self.fail[job.input.name]
+        if job.output is not None:
+            job.output.write_bytes(b"fixed " + job.input.read_bytes())
+        return {"input": str(job.input), "audio_delay_ms": 40.0 * len(self.calls)}
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def test_folder_outputs_mirror_the_input_tree(tmp_path: Path) -> None:
+    for name in ("x/clip.mp4", "y/clip.mp4", "y/deep/talk.MOV", "notes.txt", ".hidden.mp4",
+                 "x/.cache/a.mp4"):
+        touch(tmp_path / "in" / name)
+    touch(partial_name(tmp_path / "in" / "z.mp4"))
+    jobs = plan_jobs([tmp_path / "in"], tmp_path / "out")
+    assert [(str(j.label), str(j.output.relative_to(tmp_path))) for j in jobs] == [
+        ("x/clip.mp4", "out/x/clip.fixed.mp4"),
+        ("y/clip.mp4", "out/y/clip.fixed.mp4"),
+        ("y/deep/talk.MOV", "out/y/deep/talk.fixed.MOV"),
+    ]
+    plots = plan_jobs([tmp_path / "in"], tmp_path / "plots", tag="", suffix=".png",
+                      option="--plot")
+    assert [str(j.output.relative_to(tmp_path / "plots")) for j in plots] == [
+        "x/clip.png", "y/clip.png", "y/deep/talk.png"]
+
+
+def test_two_inputs_for_one_output_are_an_error_never_a_skip(tmp_path: Path) -> None:
+    a, b = touch(tmp_path / "x" / "clip.mp4"), touch(tmp_path / "y" / "clip.mp4")
+    for force in (False, True):
+        with pytest.raises(UsageError, match="would both be written"):
+            plan_jobs([a, b], tmp_path / "out", force=force)
+    with pytest.raises(UsageError, match="given twice"):
+        plan_jobs([a, tmp_path / "x" / ".." / "x" / "clip.mp4"], tmp_path / "out")
+    with pytest.raises(UsageError, match="one of the inputs"):
+        plan_jobs([a], a, force=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_folder_inside_the_input_folder_is_left_out(tmp_path: Path) -> None:
+    touch(tmp_path / "in" / "a.mp4")
+    touch(tmp_path / "in" / "fixed" / "a.fixed.mp4")  # an earlier run's output
+    jobs = plan_jobs([tmp_path / "in"], tmp_path / "in" / "fixed")
+    assert [j.input.name for j in jobs] == ["a.mp4"]
+    with pytest.raises(UsageError, match="is the input folder"):
+        plan_jobs([tmp_path / "in"], tmp_path / "in")
+
+
+def test_outputs_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    a, b = touch(tmp_path / "a.mp4"), touch(tmp_path / "b.mp4")
+    existing = touch(tmp_path / "done.mp4")
+    with pytest.raises(OutputExistsError, match="use --force"):
+        plan_jobs([a], existing)
+    assert plan_jobs([a], existing, force=True)[0].output == existing
+    with pytest.raises(OutputError, match="does not exist"):
+        plan_jobs([a], tmp_path / "no" / "out.mp4")
+    with pytest.raises(OutputError, match="does not exist"):
+        plan_jobs([a, b], tmp_path / "no" / "out")
+    with pytest.raises(UsageError, match="video file"):
+        plan_jobs([a], tmp_path / "out.wav")
+    with pytest.raises(UsageError, match="name a folder"):
+        plan_jobs([a, b], tmp_path / "out.mkv")
+    with pytest.raises(OutputError, match="is a file"):
+        plan_jobs([a, b], touch(tmp_path / "plain"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no videos"):
+        plan_jobs([tmp_path / "empty"], tmp_path / "o")
+    assert tree(tmp_path) == ["a.mp4", "b.mp4", "done.mp4", "plain"]
+
+
+# --------------------------------------------------------------------------- shards
+
+
+NAMES = st.lists(st.text("abcxyz/._-0189", min_size=1, max_size=12), min_size=0, max_size=40,
+                 unique=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(names=NAMES, n=st.integers(1, 12), seed=st.randoms(use_true_random=False))
+def test_shards_cover_every_input_exactly_once(names, n, seed) -> None:
+    jobs = [Job(Path("in") / name, None, Path(name)) for name in names]
+    shuffled = list(jobs)
+    seed.shuffle(shuffled)  # each worker may list the inputs in its own order
+    shards = [select_shard(shuffled if k % 2 else jobs, f"{k}/{n}") for k in range(1, n + 1)]
+    flat = [job for shard in shards for job in shard]
+    assert sorted(map(str, (j.input for j in flat))) == sorted(map(str, (j.input for j in jobs)))
+    assert len(flat) == len(jobs)
+    sizes = [len(shard) for shard in shards]
+    assert max(sizes, default=0) - min(sizes, default=0) <= 1  # balanced
+
+
+@given(st.text(max_size=12))
+def test_shard_specs_parse_or_are_usage_errors(spec: str) -> None:
+    try:
+        k, n = batch.parse_shard(spec)
+    except UsageError as exc:
+        assert "--shard" in str(exc)
+    else:
+        assert 1 <= k <= n
+
+
+def test_shard_reports_merge_into_one(tmp_path: Path) -> None:
+    inputs = [touch(tmp_path / "in" / f"{i:02d}.mp4") for i in range(7)]
+    jobs = plan_jobs([tmp_path / "in"])
+    reports = []
+    for k in (1, 2, 3):
+        report = tmp_path / f"shard{k}.{'csv' if k == 2 else 'jsonl'}"
+        run_batch(select_shard(jobs, f"{k}/3"), Work(), report=report)
+        reports.append(report)
+    merged = batch.merge_reports(reports, tmp_path / "all.csv")
+    assert [r["input"] for r in merged] == [str(p) for p in inputs]
+    assert len(batch.read_report(tmp_path / "all.csv")) == 7
+    with pytest.raises(OutputExistsError):
+        batch.merge_reports(reports, tmp_path / "all.csv")
+    with pytest.raises(UsageError, match="one of the inputs"):
+        batch.merge_reports(reports, reports[0], force=True)
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def test_report_paths_that_would_destroy_something_are_refused(tmp_path: Path) -> None:
+    video = touch(tmp_path / "in.mp4")
+    foreign = tmp_path / "budget.csv"
+    foreign.write_text("month,amount\njan,3\n")
+    with pytest.raises(UsageError, match=r"\.csv or \.jsonl"):
+        batch.check_report_path(video, [video])
+    with pytest.raises(UsageError, match="one of the inputs"):
+        batch.check_report_path(foreign, [foreign], force=True)
+    with pytest.raises(OutputExistsError, match="not a lipsync-fix report"):
+        batch.check_report_path(foreign, [video])
+    with pytest.raises(OutputError, match="does not exist"):
+        batch.check_report_path(tmp_path / "no" / "r.csv", [video])
+    batch.check_report_path(foreign, [video], force=True)  # asked for: may be replaced
+    ours = tmp_path / "ours.csv"
+    batch.write_report(ours, [{"input": "a.mp4", "audio_delay_ms": 40.0}])
+    batch.check_report_path(ours, [video])  # our own report: the run resumes it
+    assert foreign.read_text() == "month,amount\njan,3\n"
+
+
+def test_a_rerun_skips_what_is_done_and_retries_what_failed(tmp_path: Path) -> None:
+    for name in "abc":
+        touch(tmp_path / "in" / f"{name}.mp4")
+    jobs = plan_jobs([tmp_path / "in"])
+    report = tmp_path / "r.jsonl"
+    first = Work(fail={"b.mp4": LipsyncError("b is broken")})
+    result = run_batch(jobs, first, report=report)
+    assert (result.failed, first.calls) == (1, ["a.mp4", "b.mp4", "c.mp4"])
+    second = Work()
+    result = run_batch(jobs, second, report=report)
+    assert (result.failed, result.skipped, second.calls) == (0, 2, ["b.mp4"])
+    records = batch.read_report(report)
+    assert [("error" in r) for r in records] == [False, False, False]
+    assert records[0]["audio_delay_ms"] == 40.0  # a's measurement from the first run
+
+
+def test_the_report_keeps_earlier_measurements(tmp_path: Path) -> None:
+    """Item 8: a resumed run rewrote the report and lost earlier measurements; a skip
+    (output exists) or --force on other inputs must not replace them either."""
+    a, b = touch(tmp_path / "a.mp4"), touch(tmp_path / "b.mp4")
+    out, report = tmp_path / "out", tmp_path / "r.csv"
+    run_batch(plan_jobs([a, b], out), Work(), report=report)
+    measured = {r["input"]: r["audio_delay_ms"] for r in batch.read_report(report)}
+    Journal.beside(report).path.unlink()  # only the report is left of that run
+    run_batch(plan_jobs([a, b], out), Work(), report=report)  # both outputs exist
+    assert {r["input"]: r["audio_delay_ms"] for r in batch.read_report(report)} == measured
+    run_batch(plan_jobs([b], out / "b.fixed.mp4", force=True), Work(), report=report,
+              force=True)
+    after = {r["input"]: r for r in batch.read_report(report)}
+    assert after[str(a)]["audio_delay_ms"] == measured[str(a)]
+    assert set(after) == {str(a), str(b)}
+
+
+def test_a_torn_journal_line_does_not_swallow_the_next(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "r.jsonl.journal")
+    journal.path.write_text(json.dumps({"input": "a.mp4", "x": 1}) + "\n" + '{"input": "b.m')
+    Journal(journal.path).append({"input": "c.mp4", "x": 3})
+    assert sorted(journal.read()) == ["a.mp4", "c.mp4"]
+
+
+def test_interrupted_run_writes_the_report_of_what_it_did(tmp_path: Path) -> None:
+    for name in "abc":
+        touch(tmp_path / "in" / f"{name}.mp4")
+    report = tmp_path / "r.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(plan_jobs([tmp_path / "in"]), Work(fail={"b.mp4": KeyboardInterrupt()}),
+                  report=report)
+    assert [Path(r["input"]).name for r in batch.read_report(report)] == ["a.mp4"]
+
+
+# --------------------------------------------------------------------------- cleanup
+
+
+def test_leftovers_of_a_killed_run_are_removed_even_when_skipping(tmp_path: Path) -> None:
+    a = touch(tmp_path / "in" / "a.mp4")
+    out = tmp_path / "out"
+    run_batch(plan_jobs([tmp_path / "in"], out), Work())
+    mine = touch(partial_name(out / "a.fixed.mp4"), b"torn")
+    neighbours = touch(partial_name(out / "a.fixed.v2.mp4"), b"being written")
+    report = tmp_path / "r.csv"
+    report_leftover = touch(partial_name(report), b"torn")
+    result = run_batch(plan_jobs([tmp_path / "in"], out), Work(), report=report)
+    assert result.skipped == 1
+    assert not mine.exists() and not report_leftover.exists()
+    assert neighbours.exists()  # another output's temporary file is not ours to remove
+
+
+def test_a_failed_input_leaves_no_empty_folders(tmp_path: Path) -> None:
+    touch(tmp_path / "in" / "x" / "y" / "bad.mp4")
+    touch(tmp_path / "in" / "x" / "good.mp4")
+    out = tmp_path / "out"
+    result = run_batch(plan_jobs([tmp_path / "in"], out),
+                       Work(fail={"bad.mp4": LipsyncError("broken")}))
+    assert result.failed == 1
+    assert tree(out) == ["x/good.fixed.mp4"] and not (out / "x" / "y").exists()
+
+
+def test_an_internal_error_is_recorded_unless_reraise(tmp_path: Path) -> None:
+    a, b = touch(tmp_path / "a.mp4"), touch(tmp_path / "b.mp4")
+    jobs = plan_jobs([a, b])
+    result = run_batch(jobs, Work(fail={"a.mp4": ZeroDivisionError("bug")}))
+    assert result.failed == 1 and "ZeroDivisionError: bug" in result.records[0]["error"]
+    with pytest.raises(ZeroDivisionError):
+        run_batch(jobs, Work(fail={"a.mp4": ZeroDivisionError("bug")}), reraise=True)
