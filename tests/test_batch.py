@@ -231,7 +231,7 @@ def test_interrupted_run_writes_the_report_of_what_it_did(tmp_path: Path) -> Non
 
 
 def test_leftovers_of_a_killed_run_are_removed_even_when_skipping(tmp_path: Path) -> None:
-    a = touch(tmp_path / "in" / "a.mp4")
+    touch(tmp_path / "in" / "a.mp4")
     out = tmp_path / "out"
     run_batch(plan_jobs([tmp_path / "in"], out), Work())
     mine = touch(partial_name(out / "a.fixed.mp4"), b"torn")

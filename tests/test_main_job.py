@@ -1,33 +1,26 @@
-"""The main job end to end through the CLI: contract, batch behaviour and bad input."""
+"""The main job end to end through the CLI (in-process): contract, batch behaviour and bad
+input."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import REALWORLD, needs_shared
+from conftest import REALWORLD, invoke, needs_shared
 
 from lipsync_fix import media
 from lipsync_fix.data.synth import make_talking_head
 from lipsync_fix.models.checkpoint import save_checkpoint
 from lipsync_fix.models.vocalist import PRESETS, VocaLiST
 
-CLI = [sys.executable, "-m", "lipsync_fix"]
 CONTRACT = {"input", "fps", "duration_s", "audio_delay_ms", "offset_frames", "confidence",
             "verdict", "face_coverage", "windows_used", "scores"}
-
-
-def run(*args, timeout=300):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def sha(path):
@@ -47,9 +40,9 @@ def env(tmp_path_factory):
 
 def test_score_json_contract(env):
     root, ckpt, good, _ = env
-    result = run("score", good, "-c", ckpt, "--json", "--window", "15",
-                 "--plot", root / "plot.png")
-    assert result.returncode == 0, result.stderr
+    result = invoke("score", good, "-c", ckpt, "--json", "--window", "15",
+                    "--plot", root / "plot.png")
+    assert result.code == 0, result.stderr
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert CONTRACT <= set(record)
     assert record["fps"] == 25.0 and abs(record["duration_s"] - 3.0) < 0.1
@@ -66,8 +59,8 @@ def test_fix_keeps_video_and_shifts_audio(env, tmp_path):
     before = sha(good)
     out = tmp_path / "fixed.mp4"
     # The default command: `lipsync-fix VIDEO -o OUT`.
-    result = run(good, "-o", out, "-c", ckpt, "--apply-uncertain", "--json", "--quiet")
-    assert result.returncode == 0, result.stderr
+    result = invoke(good, "-o", out, "-c", ckpt, "--apply-uncertain", "--json", "--quiet")
+    assert result.code == 0, result.stderr
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert sha(good) == before
     assert media.video_packets_md5(out) == media.video_packets_md5(good)
@@ -79,8 +72,8 @@ def test_fix_keeps_video_and_shifts_audio(env, tmp_path):
     else:
         a, b = src[:16000], dst[shift : shift + 16000]
     assert np.corrcoef(a, b)[0, 1] > 0.98
-    again = run(good, "-o", out, "-c", ckpt, "--apply-uncertain")
-    assert again.returncode != 0 and "exists" in again.stderr
+    again = invoke(good, "-o", out, "-c", ckpt, "--apply-uncertain")
+    assert again.code != 0 and "exists" in again.stderr
 
 
 def test_batch_folder_report_and_failures(env, tmp_path):
@@ -91,17 +84,17 @@ def test_batch_folder_report_and_failures(env, tmp_path):
         (folder / name).write_bytes(good.read_bytes())
     (folder / "broken.mp4").write_bytes(b"definitely not a video")
     out_dir = tmp_path / "out"
-    result = run("fix", folder, "-o", out_dir, "-c", ckpt, "--apply-uncertain", "--json",
-                 "--report", tmp_path / "report.csv")
-    assert result.returncode == 1  # one input failed
+    result = invoke("fix", folder, "-o", out_dir, "-c", ckpt, "--apply-uncertain", "--json",
+                    "--report", tmp_path / "report.csv")
+    assert result.code == 1  # one input failed
     records = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert [("error" in r) for r in records] == [False, False, True]
     assert sorted(p.name for p in out_dir.iterdir()) == ["a.fixed.mp4", "b.fixed.mp4"]
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
     assert len(rows) == 3 and rows[2]["error"]
-    rerun = run("fix", folder / "a.mp4", folder / "b.mp4", "-o", out_dir, "-c", ckpt,
-                "--apply-uncertain", "--json")
-    assert rerun.returncode == 0
+    rerun = invoke("fix", folder / "a.mp4", folder / "b.mp4", "-o", out_dir, "-c", ckpt,
+                   "--apply-uncertain", "--json")
+    assert rerun.code == 0
     assert all(json.loads(line)["skipped"] == "output exists"
                for line in rerun.stdout.strip().splitlines())
 
@@ -132,8 +125,8 @@ def _error_inputs(root, clip):
     return cases
 
 
-EXPECTED = {"no_audio": "audio", "audio_only": "video", "image": "image", "corrupt": "",
-            "truncated": "", "short": "shorter", "no_face": "face", "silence": "silent"}
+EXPECTED = {"no_audio": "audio", "audio_only": "video", "image": "image", "corrupt": "corrupt",
+            "truncated": "corrupt", "short": "shorter", "no_face": "face", "silence": "silent"}
 
 
 def test_bad_inputs_fail_cleanly(env, tmp_path):
@@ -142,8 +135,8 @@ def test_bad_inputs_fail_cleanly(env, tmp_path):
     for name, path in cases.items():
         before = sha(path)
         out = tmp_path / f"{name}.out.mp4"
-        result = run(path, "-o", out, "-c", ckpt, "--apply-uncertain", "--quiet")
-        assert result.returncode != 0, name
+        result = invoke(path, "-o", out, "-c", ckpt, "--apply-uncertain", "--quiet")
+        assert result.code != 0, name
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:"), (name, result.stderr)
         assert EXPECTED[name] in lines[0].lower(), (name, lines[0])
@@ -156,8 +149,8 @@ def test_bad_inputs_fail_cleanly(env, tmp_path):
 def test_shift_then_measure_back_on_real_clip(tmp_path):
     src = REALWORLD / "speech_phone_600x480_25fps.mp4"
     out = tmp_path / "shifted.mp4"
-    result = run("shift", src, "--audio-delay-ms", "200", "-o", out)
-    assert result.returncode == 0, result.stderr
+    result = invoke("shift", src, "--audio-delay-ms", "200", "-o", out)
+    assert result.code == 0, result.stderr
     a = media.decode_audio(src, 16000)
     b = media.decode_audio(out, 16000)
     n = 16000 * 4
@@ -168,8 +161,8 @@ def test_shift_then_measure_back_on_real_clip(tmp_path):
 
 
 def test_unknown_checkpoint_and_help():
-    result = run("score", "x.mp4", "-c", "no-such-model")
-    assert result.returncode != 0 and "unknown checkpoint" in result.stderr
-    helptext = run("--help").stdout
+    result = invoke("score", "x.mp4", "-c", "no-such-model")
+    assert result.code != 0 and "unknown checkpoint" in result.stderr
+    helptext = invoke("--help").stdout
     for command in ("fix", "score", "shift", "demo", "eval", "bench"):
         assert command in helptext
