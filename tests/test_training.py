@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import invoke, train_config
 
 from lipsync_fix.data.layout import frame_count, list_clips, read_wav
 from lipsync_fix.data.synth import make_talking_head, write_clip_folder, write_synthetic_dataset
@@ -28,7 +29,6 @@ from lipsync_fix.features.mel import chunk_mel, chunk_rms, log_mel_spectrogram, 
 from lipsync_fix.models import load_model, read_checkpoint
 from lipsync_fix.models.vocalist import PRESETS, VocaLiST
 from lipsync_fix.training import (
-    MAX_NEGATIVE_DRAWS,
     SILENCE_RMS,
     SyncPairDataset,
     TrainConfig,
@@ -226,7 +226,38 @@ def test_silent_clips_drop_their_negatives(data_root: Path, tmp_path: Path) -> N
     assert any(d.dropped > 0 for d in draws)
     # Dropping only ever hits negatives, as in the reference: positives exceed one half.
     assert np.mean([d.label for d in draws]) > 0.55
-    assert MAX_NEGATIVE_DRAWS == 11
+    # Draw for draw, the same as the reference's loop replayed on the same generator: any
+    # other number of redraws before a drop would consume the stream differently.
+    wavs = [read_wav(clip / "audio.wav") for clip in ds.clips]
+    for index in range(300):
+        d = ds.draw(index)
+        assert _reference_draw(ds, wavs, index) == (d.clip, d.video_start, d.audio_start,
+                                                     d.label, d.dropped)
+
+
+def _reference_draw(ds: SyncPairDataset, wavs: list[np.ndarray], index: int) -> tuple:
+    """The authors' sampling loop as they wrote it: the failure counter starts at 0 and the
+    sample is given up once the counter exceeds 10."""
+    rng = ds.rng(index)
+    dropped = 0
+    while True:
+        clip = int(rng.integers(len(ds.clips)))
+        last = int(ds.usable_frames[clip]) - ds.window_frames
+        f = int(rng.integers(0, last + 1))
+        if rng.random() < 0.5:
+            return clip, f, f, 1, dropped
+        counter = 0
+        while True:
+            g = int(rng.integers(0, last + 1))
+            if g == f:
+                continue
+            loud = [chunk_rms(wavs[clip], s * SPF) > SILENCE_RMS for s in (f, g)]
+            if any(loud):
+                return clip, f, g, 0, dropped
+            counter += 1
+            if counter > 10:
+                break
+        dropped += 1
 
 
 def test_items_are_the_reference_inputs(data_root: Path) -> None:
@@ -420,19 +451,10 @@ def test_torchrun_two_processes_on_cpu(data_root: Path, tmp_path: Path) -> None:
     assert abs(val_one["loss"] - val_two["loss"]) < 0.1
 
 
-def test_train_command_writes_loadable_checkpoint(tmp_path):
+def test_train_command_writes_loadable_checkpoint(data_root: Path, tmp_path: Path) -> None:
     """`lipsync-fix train` is the CLI face of train(): a few steps, then load last.pth."""
-    import subprocess
-    import sys
-
-    from lipsync_fix.data.synth import write_synthetic_dataset
-
-    root = write_synthetic_dataset(tmp_path / "data", 3, seed=5, crops="known", duration_s=1.2)
-    run = subprocess.run(
-        [sys.executable, "-m", "lipsync_fix.cli", "train", "--data-root", str(root),
-         "--out", str(tmp_path / "run"), "--preset", "tiny", "--steps", "2",
-         "--batch-size", "4", "--device", "cpu", "--quiet"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
+    run = invoke("train", "--data-root", data_root, "--out", tmp_path / "run", "--preset",
+                 "tiny", "--steps", "2", "--batch-size", "4", "--device", "cpu", "--quiet",
+                 "--config", train_config(tmp_path))
+    assert run.code == 0, run.stderr
     assert load_model(tmp_path / "run" / "last.pth", family="vocalist").dims.d_model == 32
