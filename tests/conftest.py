@@ -57,6 +57,19 @@ class Outcome:
         return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
 
 
+def train_config(folder: Path, **values: object) -> Path:
+    """A training config file for ``lipsync-fix train --config``: ``values`` plus
+    ``num_workers = 0`` and a small validation set (``val_samples = 16``) by default.
+
+    In-process, the test's own process forks the loader workers; after this process has
+    used OpenCV's thread pool (writing synthetic clips), a forked worker's
+    ``cv2.setNumThreads`` can hang forever. A fresh ``lipsync-fix train`` process is not
+    affected, so tests keep the data loading in the main process instead."""
+    path = folder / "train_config.json"
+    path.write_text(json.dumps({"num_workers": 0, "val_samples": 16, **values}))
+    return path
+
+
 def invoke(*args: object) -> Outcome:
     """Run ``lipsync-fix ARGS`` in this process, through the same error handling and exit
     codes as the installed command (:func:`lipsync_fix.cli.run`), with stdout and stderr

@@ -304,7 +304,7 @@ def decode_chunks(path: Path, chunk: int = 50) -> Iterator[np.ndarray]:
         assert process.stdout is not None
         while data := process.stdout.read(frame_bytes * chunk):
             yield np.frombuffer(data, np.uint8).reshape(-1, height, width, 3)
-    assert process.returncode == 0
+        assert process.wait(timeout=60) == 0
 
 
 @needs_shared

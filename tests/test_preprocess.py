@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
-from conftest import REALWORLD, needs_shared
+from conftest import REALWORLD, invoke, needs_shared
 
 from lipsync_fix.data.layout import list_clips, load_clip
 
-CLI = [sys.executable, "-m", "lipsync_fix"]
-
 
 def test_synth_writes_layout_and_filelists(tmp_path):
-    run = subprocess.run([*CLI, "synth", str(tmp_path), "--clips", "3", "--seconds", "1.2",
-                          "--quiet"], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+    run = invoke("synth", tmp_path, "--clips", "3", "--seconds", "1.2", "--quiet")
+    assert run.code == 0, run.stderr
     for split in ("train", "val", "test"):
         assert len(list_clips(tmp_path, split)) == 1
     clip = load_clip(list_clips(tmp_path, "train")[0])
@@ -35,16 +29,19 @@ def test_preprocess_real_clip_resumable_and_reports_failures(tmp_path):
     (raw / "phone.mp4").symlink_to(REALWORLD / "speech_phone_600x480_25fps.mp4")
     (raw / "broken.mp4").write_bytes(b"not a video")
     out = tmp_path / "out"
-    args = [*CLI, "preprocess", str(raw), str(out), "--quiet"]
-    first = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
-    assert "1 clips written" in first.stdout and "broken.mp4" in first.stderr
+    args = ["preprocess", raw, out, "--quiet"]
+    first = invoke(*args)
+    assert first.code == 1, first.stderr  # one video could not be used
+    assert "1 clips written" in first.stdout and "0 done earlier, 1 failed" in first.stdout
+    [error] = first.error_lines
+    assert error.startswith("error: ") and "broken.mp4" in error
     clip = load_clip(out / "phone")
     assert len(clip.crops) >= 0.95 * 185  # faces in >= 95% of the 7.4 s at 25 fps
     assert abs(len(clip.wav) - 640 * len(clip.crops)) <= 640
     assert np.abs(clip.wav).max() > 0.01
-    second = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert "0 clips written" in second.stdout and "already done" in second.stderr
+    second = invoke(*args)
+    assert second.code == 1  # broken.mp4 is tried again, and fails again
+    assert "0 clips written" in second.stdout and "1 done earlier" in second.stdout
 
 
 def test_split_folders_and_plain_folders_are_listed(tmp_path):

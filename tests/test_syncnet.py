@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import invoke, train_config
 
 from lipsync_fix.errors import CheckpointError
 from lipsync_fix.features.mel import log_mel_spectrogram
@@ -17,8 +16,6 @@ from lipsync_fix.models import load_model, save_checkpoint
 from lipsync_fix.models.syncnet_star import SYNCNET_PRESETS, SyncNetStar
 from lipsync_fix.sync.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
 from lipsync_fix.training import TrainConfig, read_metrics, sync_loss, train
-
-CLI = [sys.executable, "-m", "lipsync_fix"]
 
 
 def test_paper_size_has_wav2lip_expert_layout():
@@ -99,13 +96,10 @@ def data_root(tmp_path_factory) -> Path:
 
 def test_train_and_eval_syncnet_end_to_end(data_root, tmp_path):
     """`train --model syncnet` writes a SyncNet* checkpoint that `eval` scores."""
-    run = subprocess.run(
-        [*CLI, "train", "--data-root", str(data_root), "--out", str(tmp_path / "run"),
-         "--model", "syncnet", "--preset", "tiny", "--steps", "3", "--batch-size", "4",
-         "--device", "cpu", "--quiet"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
+    run = invoke("train", "--data-root", data_root, "--out", tmp_path / "run", "--model",
+                 "syncnet", "--preset", "tiny", "--steps", "3", "--batch-size", "4",
+                 "--device", "cpu", "--quiet", "--config", train_config(tmp_path))
+    assert run.code == 0, run.stderr
     ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
     assert ckpt["model"] == "syncnet" and ckpt["global_step"] == 3
     assert isinstance(load_model(tmp_path / "run" / "last.pth"), SyncNetStar)
@@ -113,12 +107,9 @@ def test_train_and_eval_syncnet_end_to_end(data_root, tmp_path):
     assert losses and all(np.isfinite(losses))
 
     out = tmp_path / "eval.json"
-    run = subprocess.run(
-        [*CLI, "eval", "--data-root", str(data_root), "--split", "test", "--checkpoint",
-         str(tmp_path / "run" / "last.pth"), "--json-out", str(out), "--quiet"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
+    run = invoke("eval", "--data-root", data_root, "--split", "test", "--checkpoint",
+                 tmp_path / "run" / "last.pth", "--json-out", out, "--quiet")
+    assert run.code == 0, run.stderr
     assert "SyncNet*" in run.stdout
     result = json.loads(out.read_text())
     assert result["clips"] >= 1 and list(result["accuracy"]["tolerance_1"]) == [
