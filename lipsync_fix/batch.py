@@ -383,7 +383,8 @@ class BatchResult:
 
 
 Work = Callable[[Job], dict]
-"""Processes one job and returns its record; raises :class:`LipsyncError` on bad input."""
+"""Processes one job and returns its record; raises :class:`LipsyncError` on bad input.
+It writes ``job.output`` (if any) after :func:`make_output_folder`."""
 
 
 def _earlier_report(report: Path) -> dict[str, dict]:
@@ -397,24 +398,12 @@ def _earlier_report(report: Path) -> dict[str, dict]:
         return {}
 
 
-def _make_folders(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing parents; returns those it created, deepest
-    first."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    for path in reversed(missing):
-        path.mkdir(exist_ok=True)
-    return missing
-
-
-def _remove_empty(folders: Iterable[Path]) -> None:
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (another input's output is in it) or already gone
-            return
+def make_output_folder(output: Path) -> Path:
+    """Create the folder of a batch output just before the output is written (not when
+    its input starts): an input that fails leaves no empty folder, and shards writing
+    into one tree never remove a folder another shard is about to use."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return output
 
 
 def _error_record(job: Job, message: str) -> dict:
@@ -465,7 +454,6 @@ def run_batch(
                 records.setdefault(key, record)  # never in place of a measurement
                 skipped += 1
             else:
-                made = _make_folders(job.output.parent) if job.output is not None else []
                 try:
                     record = work(job)
                 except LipsyncError as exc:
@@ -477,8 +465,6 @@ def run_batch(
                     record = _error_record(job, f"an internal error in lipsync-fix: "
                                                 f"{type(exc).__name__}: {exc}")
                     failed += 1
-                if "error" in record:
-                    _remove_empty(made)  # a failed input leaves no empty folders behind
                 if journal is not None:
                     journal.append(record)
                 records[key] = record

@@ -40,7 +40,7 @@ class Work:
         if job.input.name in self.fail:
             raise self.fail[job.input.name]
         if job.output is not None:
-            job.output.write_bytes(b"fixed " + job.input.read_bytes())
+            batch.make_output_folder(job.output).write_bytes(b"fixed " + job.input.read_bytes())
         return {"input": str(job.input), "audio_delay_ms": 40.0 * len(self.calls)}
 
 

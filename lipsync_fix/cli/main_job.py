@@ -30,6 +30,7 @@ from lipsync_fix.cli.app import (
     Shard,
     app,
     check_face_box,
+    note,
     print_error,
     print_json,
     progress_bar,
@@ -66,6 +67,8 @@ def _echo(job: batch.Job, record: dict, json_lines: bool, describe) -> None:
 
 
 def _run(jobs, work, report, force, json_lines, quiet, describe) -> None:
+    if not jobs and not quiet:
+        note("this shard has no inputs (there are more shards than inputs)")
     with progress_bar(quiet or json_lines or len(jobs) > 1) as bar:
         task = bar.add_task("", total=None)
 
@@ -124,7 +127,8 @@ def fix_command(
     def work(job: batch.Job, progress) -> dict:
         assert job.output is not None
         estimate = estimate_sync(job.input, model, options, progress)
-        fix_video(job.input, job.output, estimate, force=force, apply_uncertain=apply_uncertain)
+        fix_video(job.input, batch.make_output_folder(job.output), estimate, force=force,
+                  apply_uncertain=apply_uncertain)
         return estimate.to_json() | {"output": str(job.output)}
 
     def describe(record: dict) -> str:
@@ -164,7 +168,7 @@ def score_command(
         estimate = estimate_sync(job.input, model, options, progress)
         if job.output is None:
             return estimate.to_json()
-        plot_scores(estimate, job.output)
+        plot_scores(estimate, batch.make_output_folder(job.output))
         return estimate.to_json() | {"plot": str(job.output)}
 
     def describe(record: dict) -> str:
