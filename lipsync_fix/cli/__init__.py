@@ -123,9 +123,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         if _is_usage_error(exc):
             # All of typer's own errors are about the command line: nothing ran.
             return _fail(_usage_message(exc, args), EXIT_USAGE, json_mode)
-        name = type(exc).__name__
-        return _fail(f"an internal error in lipsync-fix: {name}: {exc} "
-                     "(run again with --debug for the traceback)", EXIT_FAILED, json_mode)
+        hint = "" if debug else " (run again with --debug for the traceback)"
+        return _fail(f"an internal error in lipsync-fix: {type(exc).__name__}: {exc}{hint}",
+                     EXIT_FAILED, json_mode)
     if code == EXIT_INTERRUPTED:
         return _fail("interrupted", EXIT_INTERRUPTED, json_mode)
     return code if isinstance(code, int) else EXIT_OK

@@ -53,8 +53,8 @@ def check_command(device: Device = "cpu", json_line: Json = False) -> None:
     else:
         say(f"scored the reference clip (27 windows x 31 shifts) in {result.seconds:.1f} s")
         say(f"largest score difference from the authors' code: "
-                  f"{result.max_score_error:.2e} (tolerance 1e-3); out-of-range cells "
-                  f"{'identical' if result.out_of_range_identical else 'DIFFER'}")
+            f"{result.max_score_error:.2e} (tolerance 1e-3); out-of-range cells "
+            f"{'identical' if result.out_of_range_identical else 'DIFFER'}")
         for name, (ours, ref) in result.lines.items():
             say(f"{name:9s} ours {ours}\n{'':9s} ref  {ref}")
         say("PASS" if result.passed else "FAIL")
