@@ -472,6 +472,7 @@ def test_entry_point_end_to_end(kit) -> None:
     assert len(run.stderr.splitlines()) == 1 and "Traceback" not in run.stderr
 
 
+@pytest.mark.slow  # a real process, killed and rerun: ~10-20 s
 def test_kill_9_then_rerun_loses_nothing_and_redoes_nothing(kit, tmp_path) -> None:
     """Item 8: a folder run killed with SIGKILL after its first input; the same command
     again finishes the rest, skips what was done, cleans temporary files, and its report

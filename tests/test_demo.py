@@ -23,6 +23,7 @@ def test_bundled_demo_models_are_registered_and_verified(name, cls):
     assert entry["preset"] == "small" and "lipsync-fix train" in entry["source"]
 
 
+@pytest.mark.slow  # makes and scores a clip with the demo model: ~8-15 s
 @pytest.mark.parametrize(("delay_ms", "length"), [(200.0, []), (-120.0, ["--seconds", "4"])])
 def test_demo_finds_the_delay_within_one_frame(tmp_path, delay_ms, length):
     """Fresh clip (a speaker and sentence not in the training set), known delay, fixed: the

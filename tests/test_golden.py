@@ -84,6 +84,7 @@ def golden_scores(golden_model, golden_data) -> np.ndarray:
     return score_matrix(golden_model, frames, mel, len(g["wav"]), ScoreOptions(row_block=10))
 
 
+@pytest.mark.slow  # the paper-size model on 27 x 31 pairs (shared fixture): ~20 s
 def test_score_matrix_and_accuracy_match_reference(golden_scores, golden_data):
     g = golden_data("eval_golden")
     mel = log_mel_spectrogram(g["wav"])
@@ -113,6 +114,7 @@ def test_protocol_rules_match_reference(case):
         assert progress_line(clip_accuracies(dists, proto), proto) == spec[f"{name}_progress_line"]
 
 
+@pytest.mark.slow  # needs the paper-size scores above
 def test_check_command_passes(golden_model, golden_scores, monkeypatch):
     """`lipsync-fix check`: the shipped self-test of an installation, with its comparisons
     and report run for real on the model and scores computed above (the scorer's block

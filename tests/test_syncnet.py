@@ -69,6 +69,7 @@ def test_checkpoints_round_trip_and_bare_wav2lip_files_load(tmp_path):
         load_model(tmp_path / "w2l.pth", family="vocalist")
 
 
+@pytest.mark.slow  # the per-pair reference runs the model once per pair: ~15-40 s
 @pytest.mark.parametrize("edge_rule", ["reference", "strict"])
 def test_cached_scoring_equals_per_pair_reference(edge_rule):
     torch.manual_seed(2)

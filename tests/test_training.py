@@ -355,6 +355,7 @@ def straight_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return out
 
 
+@pytest.mark.slow  # its fixture trains 4 steps of the tiny model: ~10-30 s
 def test_training_writes_checkpoints_metrics_and_summary(straight_run: Path) -> None:
     for name in ("checkpoint_step000002.pth", "checkpoint_step000004.pth", "last.pth"):
         assert (straight_run / name).is_file()
@@ -391,6 +392,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
     assert val == [(r["step"], r["loss"]) for r in read_metrics(b, "val")]
 
 
+@pytest.mark.slow  # six more training steps: ~15-40 s
 def test_resume_continues_exactly(data_root: Path, straight_run: Path, tmp_path: Path) -> None:
     """Steps 1..2, then a new process-like run resuming 3..4 == steps 1..4 in one go."""
     out = tmp_path / "resumed"
@@ -416,6 +418,7 @@ def test_gradient_accumulation_runs(data_root: Path, tmp_path: Path) -> None:
         train(_tiny_config(data_root, tmp_path / "bad", batch_size=5, grad_accum=2))
 
 
+@pytest.mark.slow  # two training processes under torchrun: ~20 s
 def test_torchrun_two_processes_on_cpu(data_root: Path, tmp_path: Path) -> None:
     """``torchrun --nproc_per_node 2`` with Gloo: ranks end with identical weights, only one
     set of files is written, and the loss curve looks like the one-process run's."""
