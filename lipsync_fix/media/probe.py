@@ -53,11 +53,16 @@ class MediaInfo:
     video_start_s: float
     audio_start_s: float
     streams: tuple[StreamInfo, ...]
+    container_start_s: float = 0.0
+    """The container's start time: where ffmpeg's timeline of the file (on which the
+    ``*_start_s`` fields are given) sits among the file's own timestamps, which a decode
+    with ``-copyts`` keeps."""
 
 
 
 _INPUT_RE = re.compile(r"^Input #0, (.+?), from ", re.M)
 _DURATION_RE = re.compile(r"^\s*Duration: (?:(\d+):(\d\d):(\d\d(?:\.\d+)?)|N/A)", re.M)
+_START_RE = re.compile(r"^\s*Duration: [^\n]*?, start: (-?\d+(?:\.\d+)?)", re.M)
 # "  Stream #0:1[0x2](eng): Audio: aac (LC) (mp4a / 0x6134706D), 48000 Hz, stereo, ..."
 _STREAM_RE = re.compile(r"^\s*Stream #0:(\d+)(?:\[[^\]]*\]|\([^)]*\))*: (\w+): (.*)$", re.M)
 # The "(avc1 / 0x31637661)" tag looks like a size too; a real size follows ", " or starts.
@@ -135,6 +140,7 @@ def probe(path: PathLike) -> MediaInfo:
         video_start_s=_pts_time(video_frames),
         audio_start_s=_pts_time(audio_frames),
         streams=streams,
+        container_start_s=_container_start(banner),
     )
 
 
@@ -190,6 +196,11 @@ def _stream_line(banner: str, stream: StreamInfo | None) -> str:
     if stream is None:
         return ""
     return next(m.group(3) for m in _STREAM_RE.finditer(banner) if int(m.group(1)) == stream.index)
+
+
+def _container_start(banner: str) -> float:
+    match = _START_RE.search(banner)
+    return float(match.group(1)) if match else 0.0
 
 
 def _duration(banner: str) -> float | None:
