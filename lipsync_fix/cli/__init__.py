@@ -12,7 +12,7 @@ import traceback
 
 import typer
 
-from lipsync_fix.cli import main_job, research, separation  # noqa: F401  (registers commands)
+from lipsync_fix.cli import lse, main_job, research, separation  # noqa: F401  (registers commands)
 from lipsync_fix.cli.app import app, err
 from lipsync_fix.errors import LipsyncError
 
