@@ -57,7 +57,6 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-from scipy.signal import medfilt
 from torch import nn
 
 from lipsync_fix import faces, media
@@ -73,6 +72,7 @@ from lipsync_fix.faces.reference import (
     crop_frame,
     crop_geometry,
     track_shot,
+    zero_padded_median,
 )
 from lipsync_fix.features.constants import (
     FRAME_MS,
@@ -97,6 +97,10 @@ FRAMEWISE_FILTER = 9
 FRAME_MEMORY_BYTES = 1 << 30
 """Decoded frames are kept for the cropping pass up to this size; a longer video is
 decoded a second time instead of holding more."""
+
+MIN_SEGMENT_FRAMES = 7
+"""Shortest face segment scored: under 7 frames the reference's 13-tap median filter, which
+pads with zeros, smooths every box of the track to zero (more padding than values)."""
 
 SYNCNET_INPUTS = "syncnet"
 """The ``inputs`` attribute of a model that reads 224x224 crops and MFCC (SyncNetV2)."""
@@ -186,7 +190,7 @@ def lse_from_distances(distances: torch.Tensor, vshift: int = VSHIFT) -> LseScor
         vshift=vshift,
         distances=distances.numpy(),
         mean_distances=mean.numpy(),
-        framewise_confidence=medfilt(framewise, FRAMEWISE_FILTER),
+        framewise_confidence=zero_padded_median(framewise, FRAMEWISE_FILTER),
     )
 
 
@@ -521,9 +525,10 @@ def lse_video(
                                                 opts.min_face_size)
     else:
         segments, n_frames = segments_ours(frames.first(), detector)
+    segments = [s for s in segments if len(s) >= MIN_SEGMENT_FRAMES]
     if not segments:
-        raise NoFaceError(f"{path}: no face track long enough to score was found in "
-                          f"{n_frames} frames")
+        raise NoFaceError(f"{path}: no face track of {MIN_SEGMENT_FRAMES} frames or more was "
+                          f"found in {n_frames} frames")
     crops = crop_segments(frames.again(), segments)
     del frames
     if progress:

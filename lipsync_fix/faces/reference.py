@@ -26,6 +26,7 @@ of :class:`~lipsync_fix.faces.boxes.Box`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -101,6 +102,15 @@ class CropGeometry:
     rect: np.ndarray
 
 
+def zero_padded_median(values: np.ndarray, taps: int) -> np.ndarray:
+    """``scipy.signal.medfilt(values, taps)``: a running median that pads both ends with
+    zeros, as the reference smooths with. Its warning for inputs shorter than ``taps`` is
+    silenced: zero padding is exactly what is wanted then too."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="kernel_size exceeds volume extent")
+        return medfilt(values, kernel_size=taps)
+
+
 def crop_geometry(boxes: np.ndarray, crop_scale: float = CROP_SCALE) -> CropGeometry:
     """The reference ``crop_video``'s geometry for a track's boxes ``(N, 4)`` x1, y1, x2, y2.
 
@@ -115,7 +125,7 @@ def crop_geometry(boxes: np.ndarray, crop_scale: float = CROP_SCALE) -> CropGeom
     raw_s = np.maximum(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]) / 2
     raw_y = (boxes[:, 1] + boxes[:, 3]) / 2
     raw_x = (boxes[:, 0] + boxes[:, 2]) / 2
-    s, x, y = (medfilt(values, kernel_size=SMOOTH_TAPS) for values in (raw_s, raw_x, raw_y))
+    s, x, y = (zero_padded_median(values, SMOOTH_TAPS) for values in (raw_s, raw_x, raw_y))
     below = 1 + 2 * crop_scale
     side = 1 + crop_scale
     bsi = np.array([int(v * below) for v in s], dtype=np.int64)
