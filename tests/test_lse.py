@@ -26,6 +26,7 @@ from lipsync_fix.evaluation.lse import (
     distance_matrix,
     embed_clip,
     evaluate_crops,
+    full_float32,
     lse_from_distances,
     lse_video,
     segments_ours,
@@ -34,6 +35,7 @@ from lipsync_fix.evaluation.lse import (
 )
 from lipsync_fix.faces.reference import crop_frame, crop_geometry
 from lipsync_fix.features.mfcc import int16_scale, mfcc_matrix
+from lipsync_fix.models.syncnet_star import SYNCNET_PRESETS, SyncNetStar
 from lipsync_fix.models.vocalist import PRESETS, VocaLiST
 
 CLI = [sys.executable, "-m", "lipsync_fix"]
@@ -130,6 +132,25 @@ def test_evaluate_crops_refuses_what_it_cannot_score(model):
         evaluate_crops(model, random_crops(8)[:, :96, :96], audio)
     with pytest.raises(UsageError, match="original SyncNet"):
         evaluate_crops(VocaLiST(PRESETS["tiny"]).eval(), random_crops(8), audio)
+
+
+def test_tf32_is_off_while_the_metric_runs_and_restored_after():
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with full_float32():
+            assert not torch.backends.cudnn.allow_tf32
+            assert not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_models_name_their_inputs():
+    """The front end picks crops and features by this attribute (see SyncNetV2's doc)."""
+    assert benchmark_model().inputs == "syncnet"
+    assert VocaLiST(PRESETS["tiny"]).inputs == "wav2lip"
+    assert SyncNetStar(SYNCNET_PRESETS["tiny"]).inputs == "wav2lip"
 
 
 def test_summary_is_mean_and_std_over_scored_videos():

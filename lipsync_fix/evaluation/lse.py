@@ -49,6 +49,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -199,6 +200,21 @@ def _video_windows(video: torch.Tensor, starts: Sequence[int]) -> torch.Tensor:
     return torch.stack([video[:, s:s + FRAMES_PER_WINDOW] for s in starts]).float()
 
 
+@contextmanager
+def full_float32() -> Iterator[None]:
+    """Run CUDA convolutions and matrix products in true float32 (no TF32) inside.
+
+    PyTorch lets cuDNN use TF32, with a 10-bit mantissa, for float32 convolutions on
+    Ampere and later GPUs by default; LSE must match the float32 reference, so the metric
+    turns that off while it runs and restores the previous settings afterwards."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def embed_video(
     model: nn.Module,
     crops: np.ndarray,
@@ -210,7 +226,7 @@ def embed_video(
     uint8; window ``v`` is frames ``v .. v+4``. Batches of ``batch_size`` windows."""
     video = torch.from_numpy(np.ascontiguousarray(crops)).permute(3, 0, 1, 2)
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), full_float32():
         for start in range(0, n_windows, batch_size):
             starts = range(start, min(start + batch_size, n_windows))
             out.append(model.encode_video(_video_windows(video, starts).to(device)).float().cpu())
@@ -227,7 +243,7 @@ def embed_audio(
     """Audio embeddings ``(n_windows, 1024)`` of an MFCC matrix ``cct`` ``(13, M)``;
     window ``v`` is columns ``4 v .. 4 v + 19``."""
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), full_float32():
         for start in range(0, n_windows, batch_size):
             starts = range(start, min(start + batch_size, n_windows))
             out.append(model.encode_audio(mfcc_windows(cct, starts).to(device)).float().cpu())
