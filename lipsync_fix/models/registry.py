@@ -173,15 +173,18 @@ def _read_records() -> dict[str, dict]:
     return records if isinstance(records, dict) else {}
 
 
-def _remember(path: Path, digest: str) -> None:
-    """Record a file's hash against its stat. Only where the cache folder already exists:
-    remembering is an optimisation, not a reason to create folders in a user's home."""
+def _remember(path: Path, digest: str, key: list[int]) -> None:
+    """Record a file's hash against ``key``, its stat taken before it was hashed (so a
+    file that changed while being hashed is not recorded). Only where the cache folder
+    already exists: remembering is an optimisation, not a reason to create folders."""
     folder = cache_dir()
     if not folder.is_dir():
         return
     records = {p: r for p, r in _read_records().items() if Path(p).is_file()}
     try:
-        records[str(path.resolve())] = {"stat": _stat_key(path), "sha256": digest}
+        if _stat_key(path) != key:
+            return
+        records[str(path.resolve())] = {"stat": key, "sha256": digest}
         text = json.dumps(records, indent=1, sort_keys=True)
         write_atomically(_records_file(), lambda tmp: tmp.write_text(text))
     except OSError:
@@ -192,12 +195,13 @@ def file_sha256(path: Path, recheck: bool = False) -> str:
     """The sha256 of ``path``, taken from the record when the file is unchanged since it
     was last hashed (``recheck`` always hashes, as ``lipsync-fix models verify`` does)."""
     path = Path(path)
+    key = _stat_key(path)
     if not recheck:
         record = _read_records().get(str(path.resolve()))
-        if isinstance(record, dict) and record.get("stat") == _stat_key(path):
+        if isinstance(record, dict) and record.get("stat") == key:
             return str(record.get("sha256"))
     digest = sha256_of(path)
-    _remember(path, digest)
+    _remember(path, digest, key)
     return digest
 
 
@@ -254,9 +258,11 @@ def how_to_get(name: str, registry: dict[str, dict] | None = None, root: Path | 
         return f"run lipsync-fix models download {name}" + \
             (" (or let the first use download it)" if automatic else "")
     source = entry.get("source", "its publisher")
-    where = "a browser" if "drive.google.com" in source else "its publisher's page"
-    manual = (f"open {source} in {where}, download {entry['filename']} and put it at "
-              f"{shown(target)}")
+    if "drive.google.com" in source:  # a folder page, not a file link: say what to click
+        manual = f"open {source} in a browser, download {entry['filename']}"
+    else:
+        manual = f"download {entry['filename']} from {source}"
+    manual += f" and put it at {shown(target)}"
     if entry.get("kind", MODEL_KIND) == MODEL_KIND:
         manual += " (or pass --checkpoint PATH)"
     return manual
@@ -339,7 +345,7 @@ def _download(name: str, entry: Mapping[str, Any], target: Path, progress: Progr
             except _LocationError as failed:
                 failures.append(failed)
                 continue
-            _remember(target, entry["sha256"])
+            _remember(target, entry["sha256"], _stat_key(target))
             return target
     if all(f.no_connection for f in failures):
         why = "no network"
