@@ -35,6 +35,7 @@ from lipsync_fix.evaluation.lse import (
 )
 from lipsync_fix.faces.reference import crop_frame, crop_geometry
 from lipsync_fix.features.mfcc import int16_scale, mfcc_matrix
+from lipsync_fix.models import sha256_of
 from lipsync_fix.models.syncnet_star import SYNCNET_PRESETS, SyncNetStar
 from lipsync_fix.models.vocalist import PRESETS, VocaLiST
 
@@ -307,7 +308,8 @@ def test_lse_command_over_a_folder(clips):
     assert summary["lse_d_std"] == pytest.approx(np.std(values), abs=1e-3)
     for record in scored:
         assert record["audio_delay_ms"] == -40 * record["syncnet_offset"]
-        assert record["model"] == str(checkpoint)
+        assert record["model"] == {"name": str(checkpoint), "family": "syncnet-v2",
+                                   "sha256": sha256_of(checkpoint)[:12]}
     rows = list(csv.DictReader(report.open()))
     assert {row["input"] for row in rows} == {r["input"] for r in records}
     assert all(row["lse_d"] for row in rows if not row["error"])

@@ -80,6 +80,8 @@ def lse_command(
     options = LseOptions(vshift=vshift, detector=detector, face_box=face_box,
                          min_track=min_track, device=device)
     model = load_model(checkpoint, resolve_device(device), family=SYNCNET_V2_FAMILY)
+    origin = {k: v for k, v in getattr(model, "origin", {"name": checkpoint}).items()
+              if k in ("name", "family", "sha256")}  # which model produced the numbers
 
     with progress_bar(quiet or json_lines or len(jobs) > 1) as bar:
         task = bar.add_task("", total=None)
@@ -88,8 +90,7 @@ def lse_command(
             bar.update(task, description=stage, completed=done, total=total)
 
         def work(job: batch.Job) -> dict:
-            return lse_video(job.input, model, options, progress).to_json() \
-                | {"model": str(checkpoint)}
+            return lse_video(job.input, model, options, progress).to_json() | {"model": origin}
 
         def echo(job: batch.Job, record: dict) -> None:
             if json_lines:
