@@ -13,6 +13,7 @@ import traceback
 import typer
 
 from lipsync_fix.cli import (  # noqa: F401  (registers commands)
+    lse,
     main_job,
     models,
     research,
