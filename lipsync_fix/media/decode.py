@@ -35,23 +35,33 @@ from lipsync_fix.media.probe import MediaInfo, probe, require_audio, require_vid
 FRAME_CHANNELS = {"bgr24": 3, "rgb24": 3}
 
 
-def decode_audio(path: PathLike, sample_rate: int | None = 16000, mono: bool = True) -> np.ndarray:
-    """Decode the first audio stream to float32 samples in [-1, 1].
+def decode_audio(
+    path: PathLike, sample_rate: int | None = 16000, mono: bool = True, audio_stream: int = 0
+) -> np.ndarray:
+    """Decode an audio stream (the first by default) to float32 samples in [-1, 1].
 
     ffmpeg resamples (``sample_rate=None`` keeps the native rate) and downmixes
     (``mono=True``). Returns shape ``(n,)`` when mono, else ``(n, channels)``. When the file
     has a video stream, sample 0 is aligned to its first frame (see the module docstring):
     the audio is padded with silence at the start if it begins later than the video, and
-    its head is dropped if it begins earlier.
+    its head is dropped if it begins earlier. ``audio_stream`` counts audio streams only
+    (1 is the second audio stream, e.g. a dub).
     """
     info = probe(path)
     require_audio(info)
-    rate = sample_rate or info.sample_rate
-    channels = 1 if mono else known_channels(info)
-    audio = decode_pcm(info, rate, channels)
+    if not 0 <= audio_stream < len(info.audio_streams):
+        raise MediaError(f"{info.path} has no audio stream number {audio_stream} "
+                         f"(it has {len(info.audio_streams)}).")
+    stream = info.audio_streams[audio_stream]
+    if stream.sample_rate is None:
+        raise MediaError(f"Audio stream #{stream.index} of {info.path} cannot be decoded.")
+    rate = sample_rate or stream.sample_rate
+    channels = 1 if mono else stream.channels
+    audio = decode_pcm(info, rate, channels, stream.index)
     lead = 0
     if info.has_video and not info.is_still_image:
-        lead = round((info.audio_start_s - info.video_start_s) * rate)
+        video_start = info.stream(info.video_stream_index).start_s or 0.0
+        lead = round((stream.start_s - video_start) * rate)
     audio = delayed(audio, lead, len(audio) + lead)
     np.clip(audio, -1.0, 1.0, out=audio)
     return audio.reshape(-1) if mono else audio

@@ -78,9 +78,12 @@ CONTAINERS: dict[str, _Container] = {
                         video_codecs=frozenset({"vp8", "vp9", "av1"})),
     ".avi": _Container(muxer="avi", family="avi", subtitles=frozenset({"xsub"}),
                        text_subtitle_encoder=None, attachments=False, cover_art=False),
+    # ffmpeg writes other video codecs (VP9, AV1) into TS as unreadable private data.
     ".ts": _Container(muxer="mpegts", family="mpegts",
                       subtitles=frozenset({"dvb_subtitle", "dvb_teletext"}),
-                      text_subtitle_encoder=None, attachments=False, cover_art=False),
+                      text_subtitle_encoder=None, attachments=False, cover_art=False,
+                      video_codecs=frozenset({"h264", "hevc", "vvc", "mpeg1video",
+                                              "mpeg2video", "mpeg4", "vc1", "dirac", "cavs"})),
 }
 
 #: The family of each input format ffmpeg reports, for data streams (timecodes, KLV).
@@ -330,15 +333,20 @@ def _encoder_args(encoder: str, output_index: int, channels: int) -> list[str]:
     return args
 
 
-def _write_failure(src: Path, dst: Path, log: str, kept: tuple[StreamInfo, ...]) -> str:
-    """One sentence for a failed write, naming the stream a container refused."""
+def _write_failure(
+    src: Path, dst: Path, log: str, kept: tuple[StreamInfo, ...], muxer: str
+) -> str:
+    """One sentence for a failed write: the muxer's own complaint (the root cause; the
+    log's last line is only ffmpeg's summary), naming the stream it refused."""
     match = re.search(r"Could not find tag for codec (\S+) in stream #(\d+)", log)
     if match and int(match.group(2)) < len(kept):
         stream = kept[int(match.group(2))]
         return (f"Could not write {dst}: a {dst.suffix} file cannot hold the {match.group(1)} "
                 f"{stream.kind} stream #{stream.index} of {src}, which is copied as it is; "
                 "write a .mkv instead, which holds nearly any codec.")
-    return f"Could not write {dst} from {src}: {ffmpeg_reason(log)}."
+    complaint = re.search(rf"^\[{re.escape(muxer)} @ [^\]]*\] *(.+)$", log, re.M)
+    reason = complaint.group(1).strip().rstrip(".") if complaint else ffmpeg_reason(log)
+    return f"Could not write {dst} from {src}: {reason}."
 
 
 def rewrite_audio(
@@ -473,7 +481,7 @@ def _mux(
     ])
     log = result.stderr.decode("utf-8", "replace")
     if result.returncode != 0 or "partial file" in log:
-        raise MediaError(_write_failure(src, dst, log, plan.kept))
+        raise MediaError(_write_failure(src, dst, log, plan.kept, container.muxer))
 
 
 def _misplaced_lossless_audio(
@@ -489,6 +497,9 @@ def _misplaced_lossless_audio(
     measure that per container).
     """
     written = probe(path)
+    if written.video_stream_index is None or len(written.streams) < len(plan.kept):
+        raise MediaError(f"The {path.suffix} file written does not read back with the streams "
+                         "it was given; ffmpeg cannot write this combination.")
     video_start = written.stream(written.video_stream_index).start_s or 0.0
     misplaced: dict[int, int] = {}
     for out, stream in enumerate(plan.kept):
