@@ -232,7 +232,7 @@ def _png(tmp_path: Path) -> Path:
     ("make", "expected"),
     [
         (_missing, "does not exist"),
-        (_text_as_mp4, "not a readable media file"),
+        (_text_as_mp4, "is a text file, not a media file"),
         pytest.param(_truncated_mp4, "not a readable media file", marks=needs_shared),
         (_audio_only, "has no video stream"),
         (_silent_video, "has no audio stream"),

@@ -143,7 +143,7 @@ def test_shift_is_exact_within_one_sample(clips, suffix, data, rate, delay_s):
     check_shift(clips, source, rate, suffix, delay_s)
 
 
-def exactness_table(delays_ms=(-250.0, -37.3, 0.0, 120.0, 333.3)) -> str:
+def exactness_table(delays_ms=(-37.3, 120.0)) -> str:
     """Worst |error| in samples per output container and rate, over every compatible
     source and the given delays (what ``python tests/test_media_exactness.py`` prints)."""
     lines = ["| output | " + " | ".join(f"{r} Hz" for r in RATES) + " | sources |",

@@ -112,6 +112,14 @@ def test_playlists_and_text_are_refused_as_not_media_files(tmp_path, neighbour, 
     assert not (tmp_path / "out.mp4").exists()
 
 
+@pytest.mark.parametrize("name", ["README.md", "README", "notes.mp4", "subs.srt"])
+def test_text_fed_as_a_video_is_called_text(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("# lipsync-fix\n\nFinds and fixes audio/video offsets. Ünïcode too.\n")
+    with pytest.raises(MediaError, match=r"is a text file, not a media file\.$"):
+        media.probe(path)
+
+
 def test_a_file_named_like_a_protocol_is_read_as_a_file(tmp_path, neighbour, monkeypatch):
     monkeypatch.chdir(tmp_path)
     odd = Path("concat:neighbour.ts|neighbour.ts")  # ffmpeg would join the two, unguarded
@@ -132,6 +140,19 @@ def test_outputs_that_are_not_video_containers_are_refused_first(tmp_path, name)
     message = str(caught.value)
     assert "must be a video container: .mp4, .m4v, .mov, .mkv, .webm, .avi or .ts" in message
     assert "\n" not in message and list(tmp_path.iterdir()) == [not_media]
+
+
+def test_check_destination_refuses_a_bad_output_without_reading_the_input(tmp_path):
+    missing = tmp_path / "not-yet-scored.mp4"  # never opened: it does not even exist
+    assert media.check_destination(missing, tmp_path / "ok.mkv") is media.CONTAINERS[".mkv"]
+    with pytest.raises(OutputError, match="must be a video container"):
+        media.check_destination(missing, tmp_path / "out.wav")
+    with pytest.raises(OutputError, match=r"folder .* does not exist"):
+        media.check_destination(missing, tmp_path / "no" / "out.mp4")
+    (tmp_path / "taken.mp4").write_bytes(b"")
+    with pytest.raises(OutputExistsError, match="use --force"):
+        media.check_destination(missing, tmp_path / "taken.mp4")
+    assert media.check_destination(missing, tmp_path / "taken.mp4", force=True)
 
 
 def test_an_existing_output_is_refused_before_decoding(tmp_path):

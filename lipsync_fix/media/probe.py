@@ -145,6 +145,8 @@ def probe(path: PathLike) -> MediaInfo:
                 f"{path} is not a media file (ffmpeg would read it as '{refused}'; "
                 "playlists, image sequences and text are not accepted)."
             )
+        if _is_text(path):
+            raise MediaError(f"{path} is a text file, not a media file.")
         raise MediaError(
             f"{path} is not a readable media file; it may be corrupt or truncated "
             f"({ffmpeg_reason(banner_log)})."
@@ -193,6 +195,21 @@ def probe(path: PathLike) -> MediaInfo:
         audio_start_s=_relative(first.get(audio.index) if audio else None, zero),
         streams=streams,
     )
+
+
+def _is_text(path: Path) -> bool:
+    """Whether the file starts like text (UTF-8, no control bytes but line breaks and
+    tabs): a README or a subtitle file given as the video deserves to be told so, rather
+    than hear that it may be corrupt."""
+    with path.open("rb") as file:
+        head = file.read(4096)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the 4096th byte
+            return False
+        text = head[:exc.start].decode("utf-8")
+    return bool(text.strip()) and all(ch.isprintable() or ch in "\n\r\t\f" for ch in text)
 
 
 def _first_frames(path: Path, streams: list[StreamInfo]) -> dict[int, _FirstFrames]:

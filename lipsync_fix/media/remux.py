@@ -48,7 +48,7 @@ _TEXT_SUBTITLES = frozenset({
 
 
 @dataclass(frozen=True)
-class _Container:
+class Container:
     """What lipsync-fix writes into one kind of output file."""
 
     muxer: str  # ffmpeg's muxer
@@ -67,19 +67,19 @@ _MATROSKA_SUBTITLES = frozenset({"subrip", "ass", "ssa", "webvtt", "dvd_subtitle
 
 #: The containers written, by file suffix. Audio-only files and images are not among
 #: them: the output is always a video with its picture copied.
-CONTAINERS: dict[str, _Container] = {
-    ".mp4": _Container(muxer="mp4", **_MP4_LIKE),
-    ".m4v": _Container(muxer="ipod", **_MP4_LIKE),
-    ".mov": _Container(muxer="mov", **_MP4_LIKE),
-    ".mkv": _Container(muxer="matroska", family="matroska", subtitles=_MATROSKA_SUBTITLES,
+CONTAINERS: dict[str, Container] = {
+    ".mp4": Container(muxer="mp4", **_MP4_LIKE),
+    ".m4v": Container(muxer="ipod", **_MP4_LIKE),
+    ".mov": Container(muxer="mov", **_MP4_LIKE),
+    ".mkv": Container(muxer="matroska", family="matroska", subtitles=_MATROSKA_SUBTITLES,
                        text_subtitle_encoder="srt", attachments=True, cover_art=True),
-    ".webm": _Container(muxer="webm", family="matroska", subtitles=frozenset({"webvtt"}),
+    ".webm": Container(muxer="webm", family="matroska", subtitles=frozenset({"webvtt"}),
                         text_subtitle_encoder="webvtt", attachments=False, cover_art=False,
                         video_codecs=frozenset({"vp8", "vp9", "av1"})),
-    ".avi": _Container(muxer="avi", family="avi", subtitles=frozenset({"xsub"}),
+    ".avi": Container(muxer="avi", family="avi", subtitles=frozenset({"xsub"}),
                        text_subtitle_encoder=None, attachments=False, cover_art=False),
     # ffmpeg writes other video codecs (VP9, AV1) into TS as unreadable private data.
-    ".ts": _Container(muxer="mpegts", family="mpegts",
+    ".ts": Container(muxer="mpegts", family="mpegts",
                       subtitles=frozenset({"dvb_subtitle", "dvb_teletext"}),
                       text_subtitle_encoder=None, attachments=False, cover_art=False,
                       video_codecs=frozenset({"h264", "hevc", "vvc", "mpeg1video",
@@ -163,7 +163,7 @@ class ShiftReport:
         return self.shift_samples / self.sample_rate
 
 
-def output_container(dst: PathLike) -> _Container:
+def output_container(dst: PathLike) -> Container:
     """The container written for ``dst``; OutputError for a suffix that is not one."""
     suffix = Path(dst).suffix.lower()
     if suffix not in CONTAINERS:
@@ -174,15 +174,19 @@ def output_container(dst: PathLike) -> _Container:
     return CONTAINERS[suffix]
 
 
-def _check_destination(src: Path, dst: Path, force: bool) -> _Container:
-    """Everything about ``dst`` that can be refused before any decoding."""
+def check_destination(src: PathLike, dst: PathLike, force: bool = False) -> Container:
+    """Refuse, before anything is decoded, an output that :func:`rewrite_audio` could not
+    write: not a video container, the input itself, a folder, an existing file (unless
+    ``force``), a missing folder. A command that scores first (``fix``) calls this before
+    scoring, so that a bad ``-o`` costs no minutes."""
+    src, dst = Path(src), Path(dst)
     container = output_container(dst)
     if dst.resolve() == src.resolve() or (dst.exists() and src.exists() and dst.samefile(src)):
         raise MediaError(f"The output {dst} is the input file; write to a different file.")
     if dst.is_dir():
         raise MediaError(f"The output {dst} is a folder.")
     if dst.exists() and not force:
-        raise OutputExistsError(f"{dst} already exists; pass force to overwrite it.")
+        raise OutputExistsError(f"{dst} already exists; use --force to overwrite it.")
     if not dst.parent.is_dir():
         raise OutputError(f"The output folder {dst.parent} does not exist.")
     return container
@@ -198,7 +202,7 @@ class _Plan:
     notes: tuple[str, ...]
 
 
-def _plan(info: MediaInfo, container: _Container, suffix: str, all_audio: bool) -> _Plan:
+def _plan(info: MediaInfo, container: Container, suffix: str, all_audio: bool) -> _Plan:
     """Decide, per stream, copy / re-encode / convert / leave out; refuse what cannot be."""
     kept: list[StreamInfo] = []
     rewritten: list[StreamInfo] = []
@@ -390,7 +394,7 @@ def rewrite_audio(
     written to a scratch folder for ffmpeg.
     """
     src, dst = Path(src), Path(dst)
-    container = _check_destination(src, dst, force)
+    container = check_destination(src, dst, force)
     info = probe(src)
     require_video_and_audio(info)
     plan = _plan(info, container, dst.suffix.lower(), all_audio)
@@ -432,7 +436,7 @@ def _mux(
     tmp: Path,
     info: MediaInfo,
     plan: _Plan,
-    container: _Container,
+    container: Container,
     raws: dict[int, Path],
     video_start: float,
     corrections: dict[int, int],
