@@ -343,3 +343,19 @@ def test_audio_that_starts_before_the_picture_is_seen_from_the_first_frame(tmp_p
     assert lengths[0] == pytest.approx(1.4 * 16000, abs=2)
     info = media.probe(tmp_path / "out.mkv")
     assert info.audio_start_s == info.video_start_s == 0.0
+
+
+@pytest.mark.parametrize(("suffix", "kept"), [(".mp4", True), (".mkv", False), (".avi", False)])
+def test_cover_art_is_kept_where_it_can_be_and_noted_where_not(tmp_path, suffix, kept):
+    picture = tmp_path / "cover.png"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x32", "-frames:v", "1", str(picture))
+    clip = _clip(tmp_path / "clip.mp4")
+    src = tmp_path / "with-cover.mp4"
+    _ffmpeg("-i", str(clip), "-i", str(picture), "-map", "0", "-map", "1", "-c", "copy",
+            "-c:v:1", "png", "-disposition:v:1", "attached_pic", str(src))
+    report = media.shift_audio(src, tmp_path / f"out{suffix}", 0.05)
+    streams = media.probe(tmp_path / f"out{suffix}").streams
+    assert [s.attached_pic for s in streams if s.kind == "video"] == ([False, True] if kept
+                                                                       else [False])
+    assert report.notes == (() if kept else (
+        f"Left out video stream #2 (png): cover art is not written into {suffix} files.",))

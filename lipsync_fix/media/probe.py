@@ -75,8 +75,11 @@ class MediaInfo:
     streams: tuple[StreamInfo, ...]
 
     def stream(self, index: int) -> StreamInfo:
-        """The stream with ffmpeg index ``index``."""
-        return next(s for s in self.streams if s.index == index)
+        """The stream with ffmpeg index ``index`` (KeyError if there is none)."""
+        for stream in self.streams:
+            if stream.index == index:
+                return stream
+        raise KeyError(f"{self.path} has no stream #{index}")
 
     @property
     def audio_streams(self) -> tuple[StreamInfo, ...]:

@@ -9,9 +9,11 @@ copied, not re-encoded.
 
 How exactness is kept (measured for each container by ``tests/test_media_exactness.py``):
 the encoder's priming (AAC's 1024 samples, Opus's pre-skip) is compensated by the
-container's own means: an edit list in MP4/MOV, ``CodecDelay``/negative timestamps in
-Matroska/WebM, a start timestamp earlier than the video's in MPEG-TS. AVI has none of
-these, so AVI gets PCM audio (lossless, no priming).
+container's own means: an edit list in MP4/MOV, the codec delay and timestamps of
+Matroska/WebM, an audio start timestamp earlier than the video's in MPEG-TS. AVI has none
+of these, so AVI gets PCM audio (lossless, no priming). Lossless outputs are read back
+after writing and corrected once if the container moved them (AVI starts a video with
+B-frames a frame or two after its audio).
 """
 
 from __future__ import annotations
@@ -61,18 +63,20 @@ class Container:
 
 
 _MP4_LIKE = dict(family="mov", subtitles=frozenset({"mov_text"}),
-                 text_subtitle_encoder="mov_text", attachments=False, cover_art=True)
+                 text_subtitle_encoder="mov_text", attachments=False)
 _MATROSKA_SUBTITLES = frozenset({"subrip", "ass", "ssa", "webvtt", "dvd_subtitle",
                                  "hdmv_pgs_subtitle", "dvb_subtitle"})
 
 #: The containers written, by file suffix. Audio-only files and images are not among
 #: them: the output is always a video with its picture copied.
 CONTAINERS: dict[str, Container] = {
-    ".mp4": Container(muxer="mp4", **_MP4_LIKE),
-    ".m4v": Container(muxer="ipod", **_MP4_LIKE),
-    ".mov": Container(muxer="mov", **_MP4_LIKE),
+    # Cover art: ffmpeg's mov muxer drops it in .mov, its Matroska muxer turns it into a
+    # one-frame video track; both are left out (with a note) rather than mangled.
+    ".mp4": Container(muxer="mp4", cover_art=True, **_MP4_LIKE),
+    ".m4v": Container(muxer="ipod", cover_art=True, **_MP4_LIKE),
+    ".mov": Container(muxer="mov", cover_art=False, **_MP4_LIKE),
     ".mkv": Container(muxer="matroska", family="matroska", subtitles=_MATROSKA_SUBTITLES,
-                       text_subtitle_encoder="srt", attachments=True, cover_art=True),
+                      text_subtitle_encoder="srt", attachments=True, cover_art=False),
     ".webm": Container(muxer="webm", family="matroska", subtitles=frozenset({"webvtt"}),
                         text_subtitle_encoder="webvtt", attachments=False, cover_art=False,
                         video_codecs=frozenset({"vp8", "vp9", "av1"})),
@@ -230,7 +234,7 @@ def _plan(info: MediaInfo, container: Container, suffix: str, all_audio: bool) -
             if container.cover_art:
                 kept.append(stream)
             else:
-                leave_out(stream, f"{suffix} files cannot hold cover art")
+                leave_out(stream, f"cover art is not written into {suffix} files")
         elif stream.kind == "video":
             allowed = container.video_codecs
             if allowed is not None and stream.codec not in allowed:
@@ -279,8 +283,9 @@ def _copied_video_start(info: MediaInfo) -> float:
     ])
     listing = result.stdout.decode("utf-8", "replace")
     base = re.search(r"^#tb 0: (\d+)/(\d+)", listing, re.M)
-    pts = [int(row.split(",")[2]) for row in listing.splitlines()
-           if row and not row.startswith("#") and row.split(",")[2].strip().lstrip("-").isdigit()]
+    # Packet lines: "stream, dts, pts, duration, size, checksum"; B-frames come in decode
+    # order, so the first frame shown is the smallest pts.
+    pts = [int(m.group(1)) for m in re.finditer(r"^0, *-?\d+, *(-?\d+),", listing, re.M)]
     if result.returncode != 0 or base is None or not pts:
         return start
     return min(pts) * int(base.group(1)) / int(base.group(2))
