@@ -26,6 +26,7 @@ from lipsync_fix.media.ffmpeg import (
     check_ffmpeg,
     exact_rate,
     ffmpeg_command,
+    input_args,
     run_ffmpeg,
     stdout_or_raise,
 )
@@ -34,23 +35,33 @@ from lipsync_fix.media.probe import MediaInfo, probe, require_audio, require_vid
 FRAME_CHANNELS = {"bgr24": 3, "rgb24": 3}
 
 
-def decode_audio(path: PathLike, sample_rate: int | None = 16000, mono: bool = True) -> np.ndarray:
-    """Decode the first audio stream to float32 samples in [-1, 1].
+def decode_audio(
+    path: PathLike, sample_rate: int | None = 16000, mono: bool = True, audio_stream: int = 0
+) -> np.ndarray:
+    """Decode an audio stream (the first by default) to float32 samples in [-1, 1].
 
     ffmpeg resamples (``sample_rate=None`` keeps the native rate) and downmixes
     (``mono=True``). Returns shape ``(n,)`` when mono, else ``(n, channels)``. When the file
     has a video stream, sample 0 is aligned to its first frame (see the module docstring):
     the audio is padded with silence at the start if it begins later than the video, and
-    its head is dropped if it begins earlier.
+    its head is dropped if it begins earlier. ``audio_stream`` counts audio streams only
+    (1 is the second audio stream, e.g. a dub).
     """
     info = probe(path)
     require_audio(info)
-    rate = sample_rate or info.sample_rate
-    channels = 1 if mono else known_channels(info)
-    audio = decode_pcm(info, rate, channels)
+    if not 0 <= audio_stream < len(info.audio_streams):
+        raise MediaError(f"{info.path} has no audio stream number {audio_stream} "
+                         f"(it has {len(info.audio_streams)}).")
+    stream = info.audio_streams[audio_stream]
+    if stream.sample_rate is None:
+        raise MediaError(f"Audio stream #{stream.index} of {info.path} cannot be decoded.")
+    rate = sample_rate or stream.sample_rate
+    channels = 1 if mono else stream.channels
+    audio = decode_pcm(info, rate, channels, stream.index)
     lead = 0
     if info.has_video and not info.is_still_image:
-        lead = round((info.audio_start_s - info.video_start_s) * rate)
+        video_start = info.stream(info.video_stream_index).start_s or 0.0
+        lead = round((stream.start_s - video_start) * rate)
     audio = delayed(audio, lead, len(audio) + lead)
     np.clip(audio, -1.0, 1.0, out=audio)
     return audio.reshape(-1) if mono else audio
@@ -62,12 +73,21 @@ def known_channels(info: MediaInfo) -> int:
     return info.channels
 
 
-def decode_pcm(info: MediaInfo, sample_rate: int, channels: int) -> np.ndarray:
-    """Decode the audio stream as it is stored (no alignment) to a read-only (n, ch) array."""
+def decode_pcm(
+    info: MediaInfo, sample_rate: int, channels: int, stream_index: int | None = None
+) -> np.ndarray:
+    """Decode an audio stream as it is stored (no alignment) to a read-only (n, ch) array.
+
+    ``stream_index`` is ffmpeg's index of the stream; the first audio stream by default.
+    """
+    index = info.audio_stream_index if stream_index is None else stream_index
+    # At the native channel count no -ac: asking for it again can remix a layout such as
+    # "5.1(side)" into ffmpeg's default "5.1" order.
+    remix = [] if channels == info.stream(index).channels else ["-ac", str(channels)]
     result = run_ffmpeg([
-        "-v", "error", "-i", str(info.path),
-        "-map", f"0:{info.audio_stream_index}",
-        "-f", "f32le", "-ac", str(channels), "-ar", str(sample_rate), "pipe:1",
+        "-v", "error", *input_args(info.path),
+        "-map", f"0:{index}",
+        "-f", "f32le", *remix, "-ar", str(sample_rate), "pipe:1",
     ])
     raw = stdout_or_raise(result, f"Could not decode the audio of {info.path}")
     audio = np.frombuffer(raw, dtype="<f4").reshape(-1, channels)
@@ -134,7 +154,7 @@ def iter_video_frames(
     width, height = _scaled_size(info, max_side)
     frame_shape = (height, width, FRAME_CHANNELS[pix_fmt])
     command = ffmpeg_command([
-        "-v", "error", "-i", str(info.path),
+        "-v", "error", *input_args(info.path),
         "-map", f"0:{info.video_stream_index}",
         "-vf", _frame_filter(fps, width, height),
         "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1",
@@ -186,7 +206,7 @@ def count_frames_at(path: PathLike, fps: float = 25.0) -> int:
     info = probe(path)
     require_video(info)
     result = run_ffmpeg([
-        "-v", "error", "-i", str(info.path),
+        "-v", "error", *input_args(info.path),
         "-map", f"0:{info.video_stream_index}",
         "-vf", _frame_filter(fps, info.width, info.height),
         "-f", "null", "-", "-nostats", "-progress", "pipe:1",
@@ -205,7 +225,7 @@ def video_packets_md5(path: PathLike) -> list[str]:
     info = probe(path)
     require_video(info)
     result = run_ffmpeg([
-        "-v", "error", "-i", str(info.path),
+        "-v", "error", *input_args(info.path),
         "-map", f"0:{info.video_stream_index}", "-c", "copy", "-f", "framemd5", "pipe:1",
     ])
     listing = stdout_or_raise(result, f"Could not read the video packets of {info.path}").decode()
