@@ -12,7 +12,13 @@ import traceback
 
 import typer
 
-from lipsync_fix.cli import main_job, research, separation  # noqa: F401  (registers commands)
+from lipsync_fix.cli import (  # noqa: F401  (registers commands)
+    lse,
+    main_job,
+    models,
+    research,
+    separation,
+)
 from lipsync_fix.cli.app import app, err
 from lipsync_fix.errors import LipsyncError
 

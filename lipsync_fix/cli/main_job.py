@@ -37,9 +37,25 @@ from lipsync_fix.cli.app import (
 from lipsync_fix.compute import resolve_device
 from lipsync_fix.demo import run_demo
 from lipsync_fix.errors import UsageError
-from lipsync_fix.models import load_model, load_registry
+from lipsync_fix.models import load_model
+from lipsync_fix.models.registry import default_model_name, default_model_notice
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
 from lipsync_fix.sync.plot import plot_scores
+
+DefaultCheckpoint = Annotated[str | None, typer.Option(
+    "--checkpoint", "-c", show_default=False,
+    help="Checkpoint path or registry name [default: vocalist-lrs2 when it is in the cache, "
+         "else syncnet-v2, downloaded on first use].")]
+
+
+def _checkpoint_or_default(checkpoint: str | None, quiet: bool) -> str:
+    """The checkpoint asked for, or the default model (saying which on stderr, one line)."""
+    if checkpoint is not None:
+        return checkpoint
+    name = default_model_name()
+    if not quiet:
+        err.print(default_model_notice(name), markup=False)
+    return name
 
 
 def _echo(job: batch.Job, record: dict, json_lines: bool, describe) -> None:
@@ -79,7 +95,7 @@ def fix_command(
     force: Force = False,
     apply_uncertain: Annotated[bool, typer.Option(
         help="Also fix when the estimate is uncertain.")] = False,
-    checkpoint: Checkpoint = "vocalist-lrs2",
+    checkpoint: DefaultCheckpoint = None,
     context: Context = 25,
     max_offset_ms: MaxOffset = 600.0,
     detector: Detector = "auto",
@@ -109,7 +125,8 @@ def fix_command(
                           detector=detector, face_box=face_box, device=device,
                           precision=precision, exhaustive=exhaustive,
                           max_segments=max_segments)
-    model = load_model(checkpoint, resolve_device(device))
+    model = load_model(_checkpoint_or_default(checkpoint, quiet), resolve_device(device),
+                       quiet=quiet or json_lines)
 
     def work(job: batch.Job, progress) -> dict:
         assert job.output is not None
@@ -126,7 +143,7 @@ def fix_command(
 @app.command("score")
 def score_command(
     inputs: Inputs,
-    checkpoint: Checkpoint = "vocalist-lrs2",
+    checkpoint: DefaultCheckpoint = None,
     context: Context = 25,
     max_offset_ms: MaxOffset = 600.0,
     detector: Detector = "auto",
@@ -152,7 +169,8 @@ def score_command(
                           detector=detector, face_box=face_box, device=device,
                           precision=precision, exhaustive=exhaustive,
                           max_segments=max_segments)
-    model = load_model(checkpoint, resolve_device(device))
+    model = load_model(_checkpoint_or_default(checkpoint, quiet), resolve_device(device),
+                       quiet=quiet or json_lines)
 
     def work(job: batch.Job, progress) -> dict:
         estimate = estimate_sync(job.input, model, options, progress)
@@ -242,12 +260,3 @@ def demo_command(
               f"{abs(result.residual_ms) / 40:.2f} frames)")
     out.print(f"wrote   {result.fixed} with the audio moved {est.audio_delay_ms:.0f} ms earlier")
 
-
-@app.command("models")
-def models_command(json_lines: Json = False) -> None:
-    """List the models lipsync-fix knows by name."""
-    for name, entry in sorted(load_registry().items()):
-        if json_lines:
-            print_json({"name": name, **entry})
-        else:
-            out.print(f"{name:22s} {entry.get('description', '')}")

@@ -26,6 +26,7 @@ from lipsync_fix.media.ffmpeg import (
     check_ffmpeg,
     exact_rate,
     ffmpeg_command,
+    input_args,
     run_ffmpeg,
     stdout_or_raise,
 )
@@ -38,30 +39,40 @@ def decode_audio(
     path: PathLike,
     sample_rate: int | None = 16000,
     mono: bool = True,
+    audio_stream: int = 0,
     *,
     info: MediaInfo | None = None,
     dtype: str = "float32",
 ) -> np.ndarray:
-    """Decode the first audio stream to float32 samples in [-1, 1] (or int16 samples).
+    """Decode an audio stream (the first by default) to float32 samples in [-1, 1], or to
+    int16 samples with ``dtype="int16"``.
 
     ffmpeg resamples (``sample_rate=None`` keeps the native rate) and downmixes
     (``mono=True``). Returns shape ``(n,)`` when mono, else ``(n, channels)``. When the file
     has a video stream, sample 0 is aligned to its first frame (see the module docstring):
     the audio is padded with silence at the start if it begins later than the video, and
-    its head is dropped if it begins earlier. ``dtype="int16"`` halves the memory of long
-    soundtracks (an hour of 16 kHz mono is 115 MB) and is the scale SyncNet's MFCC reads.
-    ``info`` saves probing a file the caller has already probed.
+    its head is dropped if it begins earlier. ``audio_stream`` counts audio streams only
+    (1 is the second audio stream, e.g. a dub). ``dtype="int16"`` halves the memory of
+    long soundtracks (an hour of 16 kHz mono is 115 MB) and is the scale SyncNet's MFCC
+    reads. ``info`` saves probing a file the caller has already probed.
     """
     if dtype not in ("float32", "int16"):
         raise ValueError(f"dtype must be float32 or int16, not {dtype!r}")
     info = info or probe(path)
     require_audio(info)
-    rate = sample_rate or info.sample_rate
-    channels = 1 if mono else known_channels(info)
-    audio = decode_pcm(info, rate, channels, dtype)
+    if not 0 <= audio_stream < len(info.audio_streams):
+        raise MediaError(f"{info.path} has no audio stream number {audio_stream} "
+                         f"(it has {len(info.audio_streams)}).")
+    stream = info.audio_streams[audio_stream]
+    if stream.sample_rate is None:
+        raise MediaError(f"Audio stream #{stream.index} of {info.path} cannot be decoded.")
+    rate = sample_rate or stream.sample_rate
+    channels = 1 if mono else stream.channels
+    audio = decode_pcm(info, rate, channels, stream.index, dtype)
     lead = 0
     if info.has_video and not info.is_still_image:
-        lead = round((info.audio_start_s - info.video_start_s) * rate)
+        video_start = info.stream(info.video_stream_index).start_s or 0.0
+        lead = round((stream.start_s - video_start) * rate)
     audio = delayed(audio, lead, len(audio) + lead)
     if dtype == "float32":
         np.clip(audio, -1.0, 1.0, out=audio)
@@ -75,15 +86,23 @@ def known_channels(info: MediaInfo) -> int:
 
 
 def decode_pcm(
-    info: MediaInfo, sample_rate: int, channels: int, dtype: str = "float32"
+    info: MediaInfo, sample_rate: int, channels: int, stream_index: int | None = None,
+    dtype: str = "float32",
 ) -> np.ndarray:
-    """Decode the audio stream as it is stored (no alignment) to a read-only (n, ch) array
-    of float32 (or int16 with ``dtype="int16"``)."""
+    """Decode an audio stream as it is stored (no alignment) to a read-only (n, ch) array
+    of float32 (or int16 with ``dtype="int16"``).
+
+    ``stream_index`` is ffmpeg's index of the stream; the first audio stream by default.
+    """
     fmt, numpy_dtype = ("s16le", "<i2") if dtype == "int16" else ("f32le", "<f4")
+    index = info.audio_stream_index if stream_index is None else stream_index
+    # At the native channel count no -ac: asking for it again can remix a layout such as
+    # "5.1(side)" into ffmpeg's default "5.1" order.
+    remix = [] if channels == info.stream(index).channels else ["-ac", str(channels)]
     result = run_ffmpeg([
-        "-v", "error", "-i", str(info.path),
-        "-map", f"0:{info.audio_stream_index}",
-        "-f", fmt, "-ac", str(channels), "-ar", str(sample_rate), "pipe:1",
+        "-v", "error", *input_args(info.path),
+        "-map", f"0:{index}",
+        "-f", fmt, *remix, "-ar", str(sample_rate), "pipe:1",
     ])
     raw = stdout_or_raise(result, f"Could not decode the audio of {info.path}")
     audio = np.frombuffer(raw, dtype=numpy_dtype).reshape(-1, channels)
@@ -111,15 +130,14 @@ def _frame_filter(
 ) -> str:
     """Filter chain giving constant-rate frames whose frame 0 is the first video frame.
 
-    ``setpts`` anchors the ``fps`` filter's grid at the first frame (``start_s``, its time
-    on the file's timeline; the grid would otherwise be anchored at the file's zero), and
-    ``fps`` duplicates or drops frames, which also turns variable-frame-rate input into a
-    constant rate. With ``first``/``count`` a ``trim`` keeps frames ``first ..
-    first+count-1`` of that grid: because timestamps stay on the file's timeline
-    (``-copyts``), a decode that starts after a seek yields exactly the frames a decode
-    from the start would. ``scale`` comes last (it is the costly step, and only kept frames
-    need it) and fixes the size, even if the stream changes resolution midway, so the raw
-    bytes always split into whole frames.
+    Timestamps stay as stored in the file (``-copyts``); ``setpts`` subtracts the first
+    video frame's (``start_s``) so the ``fps`` filter's grid is anchored there, and ``fps``
+    duplicates or drops frames, which also turns variable-frame-rate input into a constant
+    rate. With ``first``/``count`` a ``trim`` keeps frames ``first .. first+count-1`` of
+    that grid: since the timestamps do not depend on where decoding began, a decode that
+    starts after a seek yields exactly the frames a decode from the start would. ``scale``
+    comes last (only kept frames pay for it) and fixes the size, even if the stream changes
+    resolution midway, so the raw bytes always split into whole frames.
     """
     chain = f"setpts=PTS-{start_s!r}/TB,fps={exact_rate(fps)}"
     if first or count is not None:
@@ -128,18 +146,17 @@ def _frame_filter(
     return chain + f",scale={width}:{height}:flags=area"
 
 
+def _first_pts(info: MediaInfo) -> float:
+    """The first video frame's time as stored in the file (``-copyts``'s timeline)."""
+    return info.stream(info.video_stream_index).start_s or 0.0
+
+
 def _scaled_size(info: MediaInfo, max_side: int | None) -> tuple[int, int]:
     width, height = info.width, info.height
     if max_side is None or max(width, height) <= max_side:
         return width, height
     scale = max_side / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _first_pts(info: MediaInfo) -> float:
-    """Time of the first video frame among the file's own timestamps (as ``-copyts``
-    keeps them)."""
-    return info.container_start_s + info.video_start_s
 
 
 SEEK_PREROLLS_S = (1.0, 10.0)
@@ -187,7 +204,7 @@ def iter_video_frames(
         seek_s = 0.0 if preroll_s is None else max(0.0, first_frame / fps - preroll_s)
         seek = ["-ss", f"{info.video_start_s + seek_s:.6f}"] if seek_s > 0 else []
         return ffmpeg_command([
-            "-v", "error", *seek, "-copyts", "-i", str(info.path),
+            "-v", "error", *seek, "-copyts", *input_args(info.path),
             "-map", f"0:{info.video_stream_index}",
             "-vf", _frame_filter(fps, width, height, _first_pts(info), first_frame, n_frames),
             "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1",
@@ -215,8 +232,6 @@ def _seek_frames(
             yield from frames
             return
     yield from _stream_frames(command(None), frame_shape, chunk_frames, info.path)
-
-
 
 
 def _stream_frames(
@@ -263,7 +278,7 @@ def count_frames_at(path: PathLike, fps: float = 25.0) -> int:
     info = probe(path)
     require_video(info)
     result = run_ffmpeg([
-        "-v", "error", "-copyts", "-i", str(info.path),
+        "-v", "error", "-copyts", *input_args(info.path),
         "-map", f"0:{info.video_stream_index}",
         "-vf", _frame_filter(fps, info.width, info.height, _first_pts(info)),
         "-f", "null", "-", "-nostats", "-progress", "pipe:1",
@@ -282,7 +297,7 @@ def video_packets_md5(path: PathLike) -> list[str]:
     info = probe(path)
     require_video(info)
     result = run_ffmpeg([
-        "-v", "error", "-i", str(info.path),
+        "-v", "error", *input_args(info.path),
         "-map", f"0:{info.video_stream_index}", "-c", "copy", "-f", "framemd5", "pipe:1",
     ])
     listing = stdout_or_raise(result, f"Could not read the video packets of {info.path}").decode()

@@ -7,7 +7,8 @@ code. Our own checkpoints use the same layout plus ``"model"`` (the family: ``vo
 ``syncnet``), ``"dims"`` (its widths) and ``"window_frames"`` (T, frames per input
 window; older files call it ``"context"``), so a model of
 any size loads without guesswork. A file without them is the paper's size, its family told
-by its keys (SyncNet* has ``face_encoder.*``), its window 5 frames.
+by its keys (SyncNet* has ``face_encoder.*``, the original SyncNet ``netcnnaud.*``), its
+window 5 frames.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def family_of(ckpt: Mapping[str, Any]) -> str:
     """The family a read checkpoint holds: its ``"model"`` entry, else told by its keys."""
     if isinstance(ckpt.get("model"), str):
         return ckpt["model"]
+    if any(k.startswith("netcnnaud.") for k in ckpt["state_dict"]):
+        return "syncnet-v2"  # joonson/syncnet_python's syncnet_v2.model (models/syncnet.py)
     return "syncnet" if any(k.startswith("face_encoder.") for k in ckpt["state_dict"]) \
         else "vocalist"
 
