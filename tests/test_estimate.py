@@ -13,6 +13,7 @@ import torch
 from lipsync_fix import media
 from lipsync_fix.data.synth import make_talking_head
 from lipsync_fix.evaluation.golden import GOLDEN, golden_model
+from lipsync_fix.features.inputs import RECIPES
 from lipsync_fix.features.mel import log_mel_spectrogram
 from lipsync_fix.features.visual import frames_from_stacked
 from lipsync_fix.models import load_model
@@ -165,3 +166,22 @@ def test_bf16_picks_the_offsets_fp32_picks_on_the_golden_clip():
     clear = top[:, -1] - top[:, -2] > 0.03
     assert clear.any()
     assert np.array_equal(best_shifts(a)[clear], best_shifts(b)[clear])
+
+
+@pytest.mark.parametrize("name", ["wav2lip", "syncnet"])
+def test_audio_windows_of_a_chunk_equal_the_whole_clips(name):
+    """A segment's features come from an audio chunk; inside its span they must equal
+    the features of the whole clip, or a segment would score other numbers than the
+    same windows scored in one piece."""
+    recipe = RECIPES[name]
+    rng = np.random.default_rng(3)
+    wav = (0.1 * rng.standard_normal(16000 * 6)).astype(np.float32)
+    wav = np.round(wav * 32768) / 32768  # what a 16-bit decode gives
+    whole = recipe.audio_features(wav)
+    for first, stop in ((0, 30), (37, 71), (100, 141)):
+        a, b = recipe.audio_span(first, stop, 5)
+        chunk = recipe.audio_features(wav[a:b])
+        starts = np.arange(first, stop)
+        ours = recipe.audio_windows(chunk, starts, 5, a // recipe.audio_hop)
+        theirs = recipe.audio_windows(whole, starts, 5)
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-4)

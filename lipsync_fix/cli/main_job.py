@@ -103,7 +103,7 @@ def fix_command(
     device: Device = "cpu",
     precision: Precision = "auto",
     exhaustive: Exhaustive = False,
-    max_segments: MaxSegments = 48,
+    max_segments: MaxSegments = 32,
     json_lines: Json = False,
     report: Report = None,
     shard: Shard = None,
@@ -151,7 +151,7 @@ def score_command(
     device: Device = "cpu",
     precision: Precision = "auto",
     exhaustive: Exhaustive = False,
-    max_segments: MaxSegments = 48,
+    max_segments: MaxSegments = 32,
     json_lines: Json = False,
     plot: Annotated[Path | None, typer.Option(
         help="Draw score vs offset to a PNG (a folder of PNGs for several inputs).")] = None,

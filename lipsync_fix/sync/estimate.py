@@ -78,7 +78,7 @@ class SyncOptions:
     device: str = "cpu"
     precision: str = "auto"  # auto (bf16 where native), fp32 or bf16
     exhaustive: bool = False  # score every window instead of sampling segments
-    max_segments: int = 48  # budget of segments a sampled estimate decodes
+    max_segments: int = 32  # budget of segments a sampled estimate decodes
     first_round: int = 6  # segments before the first check of the stopping rule
     round_size: int = 4  # segments added per further round
     min_voice_rms: float = 0.005  # a window quieter than this holds no voice
