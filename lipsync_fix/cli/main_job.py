@@ -17,11 +17,14 @@ from lipsync_fix.cli.app import (
     Context,
     Detector,
     Device,
+    Exhaustive,
     FaceBox,
     Force,
     Inputs,
     Json,
     MaxOffset,
+    MaxSegments,
+    Precision,
     Quiet,
     Report,
     Shard,
@@ -98,6 +101,9 @@ def fix_command(
     detector: Detector = "auto",
     face_box: FaceBox = None,
     device: Device = "cpu",
+    precision: Precision = "auto",
+    exhaustive: Exhaustive = False,
+    max_segments: MaxSegments = 32,
     json_lines: Json = False,
     report: Report = None,
     shard: Shard = None,
@@ -116,7 +122,9 @@ def fix_command(
     if len(jobs) == 1 and jobs[0].output is not None and jobs[0].output.exists() and not force:
         raise UsageError(f"{jobs[0].output} exists; use --force to overwrite it")
     options = SyncOptions(context_frames=context, max_offset_ms=max_offset_ms,
-                          detector=detector, face_box=face_box, device=device)
+                          detector=detector, face_box=face_box, device=device,
+                          precision=precision, exhaustive=exhaustive,
+                          max_segments=max_segments)
     model = load_model(_checkpoint_or_default(checkpoint, quiet), resolve_device(device),
                        quiet=quiet or json_lines)
 
@@ -141,6 +149,9 @@ def score_command(
     detector: Detector = "auto",
     face_box: FaceBox = None,
     device: Device = "cpu",
+    precision: Precision = "auto",
+    exhaustive: Exhaustive = False,
+    max_segments: MaxSegments = 32,
     json_lines: Json = False,
     plot: Annotated[Path | None, typer.Option(
         help="Draw score vs offset to a PNG (a folder of PNGs for several inputs).")] = None,
@@ -155,7 +166,9 @@ def score_command(
         batch.check_report_path(report, [j.input for j in jobs], force)
     plots = _plot_paths(jobs, plot, force)
     options = SyncOptions(context_frames=context, max_offset_ms=max_offset_ms,
-                          detector=detector, face_box=face_box, device=device)
+                          detector=detector, face_box=face_box, device=device,
+                          precision=precision, exhaustive=exhaustive,
+                          max_segments=max_segments)
     model = load_model(_checkpoint_or_default(checkpoint, quiet), resolve_device(device),
                        quiet=quiet or json_lines)
 

@@ -29,7 +29,8 @@ from lipsync_fix.compute import resolve_device
 from lipsync_fix.data.preprocess import preprocess_folder
 from lipsync_fix.data.synth import write_synthetic_dataset
 from lipsync_fix.errors import OutputExistsError, UsageError
-from lipsync_fix.evaluation.bench import run_scorer_benchmark
+from lipsync_fix.evaluation.bench_main_job import run_main_job_benchmark
+from lipsync_fix.evaluation.bench_scorer import run_scorer_benchmark
 from lipsync_fix.evaluation.golden import check_against_reference
 from lipsync_fix.evaluation.protocols import EvalResult, evaluate_folder, get_protocol, write_result
 from lipsync_fix.models import export_for_inference, load_model, sha256_of
@@ -235,6 +236,10 @@ def bench_scorer(
               f"({result.offsets_compared} rows with a clear best), "
               f"max score difference {result.max_abs_score_diff:.2e}")
     out.print(f"achieved {result.gflops:.1f} GFLOP/s; measured matmul {result.matmul_gflops:.1f}")
+    out.print(f"bf16:      {result.bf16_s_per_window:.4f} s/window, {result.bf16_speedup:.2f}x "
+              f"float32; same best shift on {100 * result.bf16_offsets_agree:.0f}% of clear "
+              f"rows; {result.bf16_gflops:.1f} GFLOP/s = {100 * result.bf16_peak_share:.0f}% "
+              f"of the measured bf16 matmul rate ({result.bf16_matmul_gflops:.0f} GFLOP/s)")
     if json_line:
         print_json(result.to_json())
 
@@ -250,3 +255,40 @@ def report_merge_command(
     failed = sum("error" in r and bool(r["error"]) for r in records)
     out.print(f"wrote {output}: {len(records)} inputs from {len(reports)} reports, "
               f"{failed} failed")
+
+
+@bench_app.command("main-job")
+def bench_main_job(
+    work_dir: Annotated[Path, typer.Option(
+        help="Where the generated clips are written (kept for reruns).")] =
+        Path("bench_main_job"),
+    long_minutes: Annotated[float, typer.Option(
+        min=1.0, max=120.0, help="Length of the long 720p clip, in minutes.")] = 10.0,
+    sweep: Annotated[bool, typer.Option(
+        help="Also run the accuracy sweep with the bundled model.")] = True,
+    memory: Annotated[bool, typer.Option(
+        help="Also measure peak RSS on an hour of 720p and on a 4K clip.")] = False,
+    device: Device = "cpu",
+    precision: Annotated[str, typer.Option(help="auto, fp32 or bf16 for the fast runs.")] =
+        "auto",
+    json_line: Json = False,
+) -> None:
+    """The default (sampled) estimate against scoring every window: accuracy on known
+    delays, time per second of video, peak memory."""
+    result = run_main_job_benchmark(work_dir, long_minutes, device, precision, sweep, memory,
+                                    log=lambda line: err.print(line))
+    s = result.summary
+    out.print(f"device {result.device}, precision {result.precision}")
+    if sweep:
+        out.print(f"sweep: {result.sweep_clips} clips; within one frame of the truth: sampled "
+                  f"{100 * result.fast_within_frame:.0f}%, exhaustive "
+                  f"{100 * result.exhaustive_within_frame:.0f}%; they agree on "
+                  f"{100 * result.agreement:.0f}%; median segments scored "
+                  f"{result.segments_needed_median:g}")
+    out.print(f"exhaustive: {s['exhaustive_x_realtime']:.2f}x real time; sampled: "
+              f"{s['fast_x_realtime']:.3f}x at its budget, {s['fast_x_realtime_settled']:.3f}x "
+              f"when settled ({s['speedup']:.1f}x / {s['speedup_settled']:.1f}x faster); "
+              f"60 s clip {s['fast_60s_x_realtime']:.2f}x / "
+              f"{s['fast_60s_x_realtime_settled']:.2f}x; peak RSS {s['peak_rss_mb']:.0f} MB")
+    if json_line:
+        print_json(s)

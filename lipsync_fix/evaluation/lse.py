@@ -49,7 +49,6 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lipsync_fix import faces, media
+from lipsync_fix.compute import full_float32
 from lipsync_fix.data.synth import make_talking_head
 from lipsync_fix.errors import ClipTooShortError, MediaError, NoFaceError, UsageError
 from lipsync_fix.evaluation.golden import rule_weights
@@ -198,21 +198,6 @@ def lse_from_distances(distances: torch.Tensor, vshift: int = VSHIFT) -> LseScor
 def _video_windows(video: torch.Tensor, starts: Sequence[int]) -> torch.Tensor:
     """(3, N, H, W) uint8 frames -> (B, 3, 5, H, W) float windows starting at ``starts``."""
     return torch.stack([video[:, s:s + FRAMES_PER_WINDOW] for s in starts]).float()
-
-
-@contextmanager
-def full_float32() -> Iterator[None]:
-    """Run CUDA convolutions and matrix products in true float32 (no TF32) inside.
-
-    PyTorch lets cuDNN use TF32, with a 10-bit mantissa, for float32 convolutions on
-    Ampere and later GPUs by default; LSE must match the float32 reference, so the metric
-    turns that off while it runs and restores the previous settings afterwards."""
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def embed_video(

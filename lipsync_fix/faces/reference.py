@@ -136,6 +136,19 @@ def crop_geometry(boxes: np.ndarray, crop_scale: float = CROP_SCALE) -> CropGeom
     return CropGeometry(raw_s, raw_x, raw_y, s, x, y, bsi, rect)
 
 
+def box_rect(box_xywh: Sequence[float], crop_scale: float = CROP_SCALE) -> tuple[int, list[int]]:
+    """The reference's padding and crop rectangle for one box ``(x, y, w, h)``, without the
+    track's median smoothing: for boxes a tracker has already smoothed (the main job's
+    front end), so each frame can be cut as it is decoded."""
+    x, y, w, h = (float(v) for v in box_xywh)
+    s = max(w, h) / 2
+    cx, cy = x + w / 2, y + h / 2
+    bsi = int(s * (1 + 2 * crop_scale))
+    my, mx = cy + bsi, cx + bsi
+    return bsi, [int(my - s), int(my + s * (1 + 2 * crop_scale)),
+                 int(mx - s * (1 + crop_scale)), int(mx + s * (1 + crop_scale))]
+
+
 def crop_frame(
     frame_bgr: np.ndarray, bsi: int, rect: Sequence[int], size: int = REFERENCE_CROP_SIZE
 ) -> np.ndarray:
