@@ -9,6 +9,7 @@ import torch
 
 from lipsync_fix import media
 from lipsync_fix.data.synth import make_talking_head
+from lipsync_fix.errors import LipsyncError
 from lipsync_fix.evaluation.golden import GOLDEN, golden_model
 from lipsync_fix.features.mel import log_mel_spectrogram
 from lipsync_fix.features.visual import frames_from_stacked
@@ -45,6 +46,15 @@ def test_bf16_batches_on_cuda_match_the_cpu(golden):
     assert np.abs(cpu - gpu)[valid].max() < 0.05
 
 
+def _has_ffmpeg() -> bool:
+    try:
+        media.ffmpeg_exe()
+    except LipsyncError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ffmpeg(), reason="needs ffmpeg to write and read the clip")
 def test_estimate_on_cuda_finds_the_delay(tmp_path):
     path = tmp_path / "late.mp4"
     clip = make_talking_head(41, duration_s=12.0, audio_delay_ms=200.0)

@@ -15,6 +15,11 @@ import subprocess
 from fractions import Fraction
 from pathlib import Path
 
+try:  # a declared dependency, but an ffmpeg on PATH or LIPSYNC_FIX_FFMPEG also does
+    import imageio_ffmpeg
+except ImportError:  # pragma: no cover - only on machines that lack the wheel
+    imageio_ffmpeg = None
+
 from lipsync_fix.errors import LipsyncError, MediaError
 
 PathLike = str | os.PathLike[str]
@@ -57,14 +62,14 @@ def ffmpeg_exe() -> str:
     on_path = shutil.which("ffmpeg")
     if on_path:
         return on_path
-    import imageio_ffmpeg
-
+    missing = LipsyncError(
+        "No ffmpeg binary was found: install imageio-ffmpeg or set LIPSYNC_FIX_FFMPEG.")
+    if imageio_ffmpeg is None:
+        raise missing
     try:
         return imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as exc:
-        raise LipsyncError(
-            "No ffmpeg binary was found: install imageio-ffmpeg or set LIPSYNC_FIX_FFMPEG."
-        ) from exc
+        raise missing from exc
 
 
 def input_args(path: PathLike) -> list[str]:
