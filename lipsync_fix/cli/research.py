@@ -271,12 +271,15 @@ def bench_main_job(
     device: Device = "cpu",
     precision: Annotated[str, typer.Option(help="auto, fp32 or bf16 for the fast runs.")] =
         "auto",
+    fixed_face: Annotated[bool, typer.Option(
+        help="Give the long runs the clips' known face box (no face detection timed).")] =
+        False,
     json_line: Json = False,
 ) -> None:
     """The default (sampled) estimate against scoring every window: accuracy on known
     delays, time per second of video, peak memory."""
     result = run_main_job_benchmark(work_dir, long_minutes, device, precision, sweep, memory,
-                                    log=lambda line: err.print(line))
+                                    log=lambda line: err.print(line), fixed_face=fixed_face)
     s = result.summary
     out.print(f"device {result.device}, precision {result.precision}")
     if sweep:

@@ -95,7 +95,17 @@ def s3fd_to_haar(box: Box) -> Box:
     return Box(cx - side / 2, box.y - HAAR_TO_S3FD_TOP * side, side, side, box.score)
 
 
+def haar_available() -> bool:
+    """Whether this OpenCV build has Haar cascades (OpenCV 5 moved them out of the main
+    package, so a machine with OpenCV 5 has none)."""
+    return hasattr(cv2, "CascadeClassifier") and hasattr(cv2, "data")
+
+
 def _load_cascade(name: str) -> cv2.CascadeClassifier:
+    if not haar_available():
+        raise LipsyncError(
+            f"this OpenCV ({cv2.__version__}) has no Haar face detector; install "
+            "'opencv-python-headless<5', use --detector s3fd, or give --face-box x,y,w,h")
     cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / name))
     if cascade.empty():
         raise LipsyncError(
