@@ -108,11 +108,9 @@ def test_offset_beyond_the_search_range_is_uncertain(tmp_path, demo_model):
     media.write_video(path, clip.frames, clip.fps, audio=clip.audio, sample_rate=16000)
     estimate = estimate_sync(path, demo_model, SyncOptions(max_offset_ms=200.0,
                                                           precision="fp32"))
-    if estimate.verdict != "uncertain":  # only acceptable if the peak is not on the edge
-        assert abs(estimate.audio_delay_ms) < 200.0 - 40.0
-    else:
-        assert any("edge" in note or "agree" in note or "settle" in note
-                   for note in estimate.notes)
+    assert estimate.verdict == "uncertain", estimate.describe()
+    assert any("edge" in note or "agree" in note or "settle" in note
+               for note in estimate.notes)
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ from lipsync_fix.evaluation.protocols import EvalResult, evaluate_folder, get_pr
 from lipsync_fix.models import export_for_inference, load_model, sha256_of
 from lipsync_fix.sync.scoring import ScoreOptions
 from lipsync_fix.training import TrainConfig, train
+from lipsync_fix.training.distributed import process_group
 
 
 @app.command("check")
@@ -183,9 +184,11 @@ def eval_command(
         if target is not None and target.exists() and not force:
             raise OutputExistsError(f"{target} exists; use --force to overwrite it")
     dev = resolve_device(device)
-    model = load_model(checkpoint, dev)
     running = EvalResult(proto.name)
-    with progress_bar(quiet or json_line) as bar:
+    # Under torchrun every rank scores its share of the clips; rank 0 reports the table.
+    with process_group(dev.type == "cuda") as ranks, \
+            progress_bar(quiet or json_line or not ranks.main) as bar:
+        model = load_model(checkpoint, dev)
         task = bar.add_task("clips", total=None)
 
         def on_clip(done: int, total: int, record: dict) -> None:
@@ -195,7 +198,10 @@ def eval_command(
             bar.update(task, completed=done, total=total, description=f"clips | {line}")
 
         result = evaluate_folder(model, data_root, proto, split,
-                                 ScoreOptions(mode=mode, device=dev), limit, on_clip, var)
+                                 ScoreOptions(mode=mode, device=dev), limit, on_clip, var,
+                                 ranks)
+    if not ranks.main:
+        return
     for target in (json_out, csv_out):
         if target is not None:
             write_result(result, target)
