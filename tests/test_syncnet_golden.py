@@ -118,7 +118,7 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
     state = rule_weights(SyncNetV2())
     state["netfcaud.3.weight"] = torch.zeros(2048, 512)
     state["netfcaud.3.bias"] = torch.zeros(2048)
-    with pytest.raises(CheckpointError, match=r"not a syncnet_v2 model: 2 shape mismatches") \
+    with pytest.raises(CheckpointError, match=r"does not fit a syncnet_v2 model: 2 shape mismatches") \
             as info:
         load_model(_save(tmp_path, state))
     assert "\n" not in str(info.value)

@@ -106,10 +106,14 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> 
     return dict(state)
 
 
-def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise a CheckpointError naming the first mismatching keys and shapes."""
+def check_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+    optional: frozenset[str] = frozenset(), what: str = "the model",
+) -> None:
+    """Raise a CheckpointError naming the first mismatching keys and shapes; keys in
+    ``optional`` may be missing."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
+    missing = [k for k in expected if k not in state and k not in optional]
     unexpected = [k for k in state if k not in expected]
     wrong = [
         f"{k} {tuple(state[k].shape)} (model wants {tuple(v.shape)})"
@@ -124,7 +128,7 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
     if wrong:
         problems.append(f"{len(wrong)} shape mismatches, e.g. {'; '.join(wrong[:3])}")
     if problems:
-        raise CheckpointError(f"checkpoint {source} does not fit the model: {'; '.join(problems)}")
+        raise CheckpointError(f"checkpoint {source} does not fit {what}: {'; '.join(problems)}")
 
 
 def window_frames_of(ckpt: Mapping[str, Any]) -> int:

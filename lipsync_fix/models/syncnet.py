@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from lipsync_fix.errors import CheckpointError
 from lipsync_fix.features.constants import FRAMES_PER_WINDOW
-from lipsync_fix.models.checkpoint import register_reader
+from lipsync_fix.models.checkpoint import check_state_dict, register_reader
 from lipsync_fix.models.scorer import PairScorer
 
 SYNCNET_V2_FAMILY = "syncnet-v2"
@@ -172,21 +172,8 @@ def syncnet_v2_from_checkpoint(ckpt: Mapping[str, Any], source: str) -> SyncNetV
     state = ckpt["state_dict"]
     model = SyncNetV2()
     expected = model.state_dict()
-    optional = {k for k in expected if k.endswith("num_batches_tracked")}
-    missing = [k for k in expected if k not in state and k not in optional]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} (model wants {tuple(v.shape)})"
-             for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys, e.g. {', '.join(missing[:3])}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys, e.g. {', '.join(unexpected[:3])}")
-    if wrong:
-        problems.append(f"{len(wrong)} shape mismatches, e.g. {'; '.join(wrong[:3])}")
-    if problems:
-        raise CheckpointError(
-            f"checkpoint {source} is not a syncnet_v2 model: {'; '.join(problems)}")
+    optional = frozenset(k for k in expected if k.endswith("num_batches_tracked"))
+    check_state_dict(model, state, source, optional, what="a syncnet_v2 model")
     floats = [k for k in expected if k not in optional and not state[k].is_floating_point()]
     if floats:
         raise CheckpointError(f"checkpoint {source} holds non-float weights, e.g. {floats[0]}")
