@@ -24,7 +24,8 @@ from lipsync_fix.evaluation.lse import (
     lse_from_distances,
 )
 from lipsync_fix.faces.reference import Detection, crop_geometry, crop_track, track_shot
-from lipsync_fix.features.mfcc import mfcc, mfcc_filterbank, mfcc_matrix, mfcc_windows
+from lipsync_fix.features.inputs import SYNCNET
+from lipsync_fix.features.mfcc import mfcc, mfcc_filterbank, mfcc_matrix
 from lipsync_fix.models import SyncNetV2, count_parameters, load_model
 
 LOCAL = DATA / "syncnet"
@@ -118,8 +119,8 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
     state = rule_weights(SyncNetV2())
     state["netfcaud.3.weight"] = torch.zeros(2048, 512)
     state["netfcaud.3.bias"] = torch.zeros(2048)
-    with pytest.raises(CheckpointError, match=r"does not fit a syncnet_v2 model: 2 shape mismatches") \
-            as info:
+    with pytest.raises(CheckpointError,
+                       match=r"does not fit a syncnet_v2 model: 2 shape mismatches") as info:
         load_model(_save(tmp_path, state))
     assert "\n" not in str(info.value)
 
@@ -201,11 +202,11 @@ def test_mfcc_matches_reference():
 def test_mfcc_windows_follow_the_video():
     g = np.load(LOCAL / "mfcc_golden.npz")
     cct = mfcc_matrix(g["audio"])
-    windows = mfcc_windows(cct, [0, 9, 30])
+    windows = SYNCNET.audio_windows(cct, np.array([0, 9, 30]), 5)
     assert windows.shape == (3, 1, 13, 20)
     assert torch.equal(windows[1, 0], cct[:, 36:56])
-    with pytest.raises(ValueError, match="runs past"):
-        mfcc_windows(cct, [36])
+    with pytest.raises(ValueError, match="runs outside"):
+        SYNCNET.audio_windows(cct, np.array([36]), 5)
 
 
 # --------------------------------------------------------------------------- evaluate()

@@ -82,7 +82,8 @@ from lipsync_fix.features.constants import (
     SAMPLES_PER_FRAME,
     VIDEO_FPS,
 )
-from lipsync_fix.features.mfcc import int16_scale, mfcc_matrix, mfcc_windows
+from lipsync_fix.features.inputs import SYNCNET
+from lipsync_fix.features.mfcc import int16_scale, mfcc_matrix
 from lipsync_fix.models.syncnet import PAIRWISE_EPS, SyncNetV2
 from lipsync_fix.sync.frontend import Progress
 
@@ -195,11 +196,6 @@ def lse_from_distances(distances: torch.Tensor, vshift: int = VSHIFT) -> LseScor
     )
 
 
-def _video_windows(video: torch.Tensor, starts: Sequence[int]) -> torch.Tensor:
-    """(3, N, H, W) uint8 frames -> (B, 3, 5, H, W) float windows starting at ``starts``."""
-    return torch.stack([video[:, s:s + FRAMES_PER_WINDOW] for s in starts]).float()
-
-
 def embed_video(
     model: nn.Module,
     crops: np.ndarray,
@@ -209,12 +205,12 @@ def embed_video(
 ) -> torch.Tensor:
     """Lip embeddings ``(n_windows, 1024)`` of 224x224 BGR ``crops`` ``(N, 224, 224, 3)``
     uint8; window ``v`` is frames ``v .. v+4``. Batches of ``batch_size`` windows."""
-    video = torch.from_numpy(np.ascontiguousarray(crops)).permute(3, 0, 1, 2)
     out = []
     with torch.inference_mode(), full_float32():
         for start in range(0, n_windows, batch_size):
-            starts = range(start, min(start + batch_size, n_windows))
-            out.append(model.encode_video(_video_windows(video, starts).to(device)).float().cpu())
+            starts = np.arange(start, min(start + batch_size, n_windows))
+            windows = SYNCNET.video_windows(crops, starts, FRAMES_PER_WINDOW)
+            out.append(model.encode_video(windows.to(device)).float().cpu())
     return torch.cat(out)
 
 
@@ -230,8 +226,9 @@ def embed_audio(
     out = []
     with torch.inference_mode(), full_float32():
         for start in range(0, n_windows, batch_size):
-            starts = range(start, min(start + batch_size, n_windows))
-            out.append(model.encode_audio(mfcc_windows(cct, starts).to(device)).float().cpu())
+            starts = np.arange(start, min(start + batch_size, n_windows))
+            windows = SYNCNET.audio_windows(cct, starts, FRAMES_PER_WINDOW)
+            out.append(model.encode_audio(windows.to(device)).float().cpu())
     return torch.cat(out)
 
 

@@ -122,15 +122,3 @@ def int16_scale(audio: np.ndarray) -> np.ndarray:
 def mfcc_matrix(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """The reference evaluation's ``cct``: ``(13, M)`` float32 (coefficients by frames)."""
     return torch.from_numpy(np.ascontiguousarray(mfcc(audio, sample_rate).T, dtype=np.float32))
-
-
-def mfcc_windows(cct: torch.Tensor, starts: np.ndarray | list[int] | range,
-                 frames: int = 5) -> torch.Tensor:
-    """Audio windows for video windows starting at ``starts``: ``(B, 1, 13, 4 * frames)``,
-    window ``v`` being MFCC columns ``4 v .. 4 v + 4 * frames - 1`` (samples ``640 v`` on)."""
-    width = MFCC_PER_VIDEO_FRAME * frames
-    columns = [cct[:, MFCC_PER_VIDEO_FRAME * int(v): MFCC_PER_VIDEO_FRAME * int(v) + width]
-               for v in starts]
-    if any(c.shape[1] != width for c in columns):
-        raise ValueError(f"an audio window runs past the {cct.shape[1]} MFCC frames")
-    return torch.stack(columns)[:, None]

@@ -105,7 +105,7 @@ class SyncNetV2(nn.Module):
       (:func:`lipsync_fix.faces.reference.crop_frame`), the whole crop, not a lower half.
       Window ``v`` holds video frames ``v .. v+4`` at 25 fps.
     * :meth:`encode_audio` takes ``(B, 1, 13, 20)`` float32: 13 MFCC coefficients by 20
-      frames of 10 ms (:func:`lipsync_fix.features.mfcc.mfcc_windows`), computed from 16 kHz
+      frames of 10 ms (see :class:`lipsync_fix.features.inputs.SyncNetInputs`), from 16 kHz
       mono samples **at int16 scale** (-32768..32767, not divided by 32768). Window ``v``
       starts at sample ``640 v``, the start of video frame ``v``, and spans 0.2 s.
     * :meth:`pair_scorer` and :meth:`forward` return ``-||v - a + 1e-6||_2``: higher means
