@@ -25,15 +25,13 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from lipsync_fix.data.layout import list_clips, load_clip
+from lipsync_fix.data.layout import crop_side, list_clips, load_clip
 from lipsync_fix.errors import LipsyncError
-from lipsync_fix.features.inputs import WAV2LIP, recipe_for
-from lipsync_fix.features.mel import log_mel_spectrogram
-from lipsync_fix.features.visual import lower_half
+from lipsync_fix.features.constants import FRAMES_PER_WINDOW
+from lipsync_fix.features.inputs import recipe_for
 from lipsync_fix.files import write_atomically
-from lipsync_fix.models.vocalist import FRAMES_PER_WINDOW
 from lipsync_fix.sync.offsets import accuracy
-from lipsync_fix.sync.scoring import ScoreOptions, score_matrix, window_frames
+from lipsync_fix.sync.scoring import ScoreOptions, clip_source, score_rows, window_frames
 from lipsync_fix.training.distributed import Dist, gather
 
 
@@ -147,24 +145,25 @@ def evaluate_folder(
     window = window_frames(model, options or ScoreOptions())
     protocol = protocol.for_model(window, var)
     recipe = recipe_for(model)
-    if recipe is not WAV2LIP:
-        raise LipsyncError(
-            f"{model.family} reads {recipe.name} crops; the authors' layout holds 96x96 "
-            "Wav2Lip crops (score videos with 'lipsync-fix lse' instead)")
     clips = list_clips(data_root, split)[:limit]
     if not clips:
         raise LipsyncError(f"no clips found under {data_root} (split {split!r})")
+    side = crop_side(clips[0])
+    if side != recipe.crop_size:
+        raise LipsyncError(
+            f"{model.family} reads {recipe.crop_size}x{recipe.crop_size} crops, but "
+            f"{data_root} holds {side}x{side} ones (preprocess with --inputs {recipe.name})")
     result = EvalResult(protocol.name, contexts=protocol.contexts, window_frames=window)
     start = time.perf_counter()
     for i, folder in list(enumerate(clips))[ctx.rank :: ctx.world_size]:
         try:
-            clip = load_clip(folder)
+            clip = load_clip(folder, recipe.crop_size)
         except LipsyncError as exc:
             result.skipped.append({"clip": str(folder), "reason": str(exc)})
             continue
-        scores = score_matrix(
-            model, lower_half(clip.crops), log_mel_spectrogram(clip.wav), len(clip.wav), options
-        )
+        source = clip_source(recipe.keep(clip.crops), recipe.audio_features(clip.wav),
+                             len(clip.wav), window, recipe)
+        scores = score_rows(model, source, np.arange(source.n_rows), options)
         if scores.shape[0] == 0:
             result.skipped.append({"clip": str(folder), "reason": "shorter than one window"})
             continue

@@ -271,6 +271,8 @@ def extract_face_crops(
     max_gap_s: float = 0.5,
     rescan_s: float = 1.0,
     detect_cuts: bool = True,
+    crop: CropFn | None = None,
+    crop_shape: tuple[int, int, int] | None = None,
 ) -> FaceCrops:
     """Run a :class:`FaceCropper` over ``frame_chunks`` and return the main face's crops.
 
@@ -284,6 +286,8 @@ def extract_face_crops(
         max_gap_s=max_gap_s,
         rescan_s=rescan_s,
         detect_cuts=detect_cuts,
+        crop=crop,
+        crop_shape=crop_shape,
     )
     for chunk in frame_chunks:
         cropper.feed(chunk)

@@ -38,12 +38,22 @@ class InputRecipe:
     """How a model family's inputs are made (see the module docstring)."""
 
     name: str
+    crop_size: int  # side of the square crop the recipe cuts (and a data set holds)
     audio_hop: int  # samples per audio feature frame
     audio_margin: int  # feature frames kept clear of a chunk's edges
 
+    def full_crop(self, frame_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """One frame's whole face crop, uint8 (crop_size, crop_size, 3): what a data set
+        in the authors' layout stores."""
+        raise NotImplementedError
+
+    def keep(self, crops: np.ndarray) -> np.ndarray:
+        """The part of whole crops (N, s, s, 3) the model reads."""
+        return crops
+
     def crop(self, frame_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
         """The stored part of one frame's face crop, uint8 (h, w, 3)."""
-        raise NotImplementedError
+        return self.keep(self.full_crop(frame_bgr, box)[None])[0]
 
     def stored_shape(self) -> tuple[int, int, int]:
         raise NotImplementedError
@@ -100,11 +110,15 @@ class Wav2LipInputs(InputRecipe):
     """VocaLiST and SyncNet*: lower halves of 96x96 Wav2Lip crops, 80-band log-mel."""
 
     name = "wav2lip"
+    crop_size = CROP_SIZE
     audio_hop = HOP_LENGTH
     audio_margin = 4  # the STFT reflects 400 samples (2 hops) at a chunk's edges
 
-    def crop(self, frame_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
-        return crop_face(frame_bgr, box, CROP_SIZE, WAV2LIP_PADS)[CROP_SIZE // 2 :]
+    def full_crop(self, frame_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
+        return crop_face(frame_bgr, box, CROP_SIZE, WAV2LIP_PADS)
+
+    def keep(self, crops: np.ndarray) -> np.ndarray:
+        return crops[:, CROP_SIZE // 2 :]
 
     def stored_shape(self) -> tuple[int, int, int]:
         return (CROP_SIZE // 2, CROP_SIZE, 3)
@@ -132,10 +146,11 @@ class SyncNetInputs(InputRecipe):
     """The original SyncNet: whole 224x224 crops of the reference geometry, 13 MFCCs."""
 
     name = "syncnet"
+    crop_size = REFERENCE_CROP_SIZE
     audio_hop = MFCC_HOP
     audio_margin = 2  # pre-emphasis reaches one sample back; frames are not centred
 
-    def crop(self, frame_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
+    def full_crop(self, frame_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
         bsi, rect = box_rect(box)
         return crop_frame(frame_bgr, bsi, rect, REFERENCE_CROP_SIZE)
 
