@@ -127,8 +127,8 @@ def test_wrong_segments_reading_one_wrong_offset_are_a_step_not_a_drift():
     assert abs(model.breaks[0] - 40.0) <= 0.5
 
 
-@pytest.mark.parametrize(("slope", "duration"), [(30.0, 90.0), (60.0, 60.0), (-60.0, 60.0),
-                                                 (120.0, 120.0), (-45.0, 120.0)])
+@pytest.mark.parametrize(("slope", "duration"), [(30.0, 120.0), (60.0, 90.0), (-60.0, 120.0),
+                                                 (120.0, 60.0), (-45.0, 120.0)])
 def test_a_true_drift_is_found_with_its_slope_within_20_percent(slope, duration):
     rng = np.random.default_rng(int(abs(slope) + duration))
     start = rng.uniform(-150, 150)
