@@ -21,22 +21,37 @@ from lipsync_fix.media.probe import (
     require_video,
     require_video_and_audio,
 )
-from lipsync_fix.media.remux import ShiftReport, shift_audio
+from lipsync_fix.media.remux import (
+    CONTAINERS,
+    AudioStreamReport,
+    AudioTransform,
+    RewriteReport,
+    ShiftReport,
+    output_container,
+    rewrite_audio,
+    shift_audio,
+)
 
 __all__ = [
+    "CONTAINERS",
     "VIDEO_SUFFIXES",
+    "AudioStreamReport",
+    "AudioTransform",
     "MediaInfo",
     "PathLike",
+    "RewriteReport",
     "ShiftReport",
     "StreamInfo",
     "count_frames_at",
     "decode_audio",
     "ffmpeg_exe",
     "iter_video_frames",
+    "output_container",
     "probe",
     "require_audio",
     "require_video",
     "require_video_and_audio",
+    "rewrite_audio",
     "shift_audio",
     "video_packets_md5",
     "write_video",

@@ -26,6 +26,7 @@ from lipsync_fix.media.ffmpeg import (
     check_ffmpeg,
     exact_rate,
     ffmpeg_command,
+    input_args,
     run_ffmpeg,
     stdout_or_raise,
 )
@@ -62,12 +63,21 @@ def known_channels(info: MediaInfo) -> int:
     return info.channels
 
 
-def decode_pcm(info: MediaInfo, sample_rate: int, channels: int) -> np.ndarray:
-    """Decode the audio stream as it is stored (no alignment) to a read-only (n, ch) array."""
+def decode_pcm(
+    info: MediaInfo, sample_rate: int, channels: int, stream_index: int | None = None
+) -> np.ndarray:
+    """Decode an audio stream as it is stored (no alignment) to a read-only (n, ch) array.
+
+    ``stream_index`` is ffmpeg's index of the stream; the first audio stream by default.
+    """
+    index = info.audio_stream_index if stream_index is None else stream_index
+    # At the native channel count no -ac: asking for it again can remix a layout such as
+    # "5.1(side)" into ffmpeg's default "5.1" order.
+    remix = [] if channels == info.stream(index).channels else ["-ac", str(channels)]
     result = run_ffmpeg([
-        "-v", "error", "-i", str(info.path),
-        "-map", f"0:{info.audio_stream_index}",
-        "-f", "f32le", "-ac", str(channels), "-ar", str(sample_rate), "pipe:1",
+        "-v", "error", *input_args(info.path),
+        "-map", f"0:{index}",
+        "-f", "f32le", *remix, "-ar", str(sample_rate), "pipe:1",
     ])
     raw = stdout_or_raise(result, f"Could not decode the audio of {info.path}")
     audio = np.frombuffer(raw, dtype="<f4").reshape(-1, channels)
@@ -134,7 +144,7 @@ def iter_video_frames(
     width, height = _scaled_size(info, max_side)
     frame_shape = (height, width, FRAME_CHANNELS[pix_fmt])
     command = ffmpeg_command([
-        "-v", "error", "-i", str(info.path),
+        "-v", "error", *input_args(info.path),
         "-map", f"0:{info.video_stream_index}",
         "-vf", _frame_filter(fps, width, height),
         "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1",
@@ -186,7 +196,7 @@ def count_frames_at(path: PathLike, fps: float = 25.0) -> int:
     info = probe(path)
     require_video(info)
     result = run_ffmpeg([
-        "-v", "error", "-i", str(info.path),
+        "-v", "error", *input_args(info.path),
         "-map", f"0:{info.video_stream_index}",
         "-vf", _frame_filter(fps, info.width, info.height),
         "-f", "null", "-", "-nostats", "-progress", "pipe:1",
@@ -205,7 +215,7 @@ def video_packets_md5(path: PathLike) -> list[str]:
     info = probe(path)
     require_video(info)
     result = run_ffmpeg([
-        "-v", "error", "-i", str(info.path),
+        "-v", "error", *input_args(info.path),
         "-map", f"0:{info.video_stream_index}", "-c", "copy", "-f", "framemd5", "pipe:1",
     ])
     listing = stdout_or_raise(result, f"Could not read the video packets of {info.path}").decode()
