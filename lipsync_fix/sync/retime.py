@@ -31,6 +31,8 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal
 
+from lipsync_fix import media
+from lipsync_fix.media.ffmpeg import PathLike
 from lipsync_fix.sync.timeline import OffsetModel
 
 Transform = Callable[[np.ndarray, int], np.ndarray]
@@ -169,3 +171,16 @@ def transform_for(model: OffsetModel, crossfade_ms: float = DEFAULT_CROSSFADE_MS
         return drift_transform(model.audio_delay_ms, model.drift_ms_per_min)
     spans = model.spans() or [(model.start_s, model.end_s, model.audio_delay_ms)]
     return piecewise_transform(spans, crossfade_ms)
+
+
+def fix_timeline(
+    src: PathLike,
+    dst: PathLike,
+    model: OffsetModel,
+    *,
+    force: bool = False,
+    crossfade_ms: float = DEFAULT_CROSSFADE_MS,
+) -> media.RewriteReport:
+    """Write ``dst``: ``src`` with every audio stream corrected by ``model`` (they share
+    one clock), the video copied bit for bit (:func:`lipsync_fix.media.rewrite_audio`)."""
+    return media.rewrite_audio(src, dst, transform_for(model, crossfade_ms), force=force)

@@ -241,7 +241,8 @@ class OffsetModel:
         if self.kind == "piecewise":
             parts = "; ".join(f"{s.start_s:.1f}-{s.end_s:.1f} s: {_late(s.audio_delay_ms)}"
                               for s in self.segments)
-            return f"the offset changes {len(self.breaks)} times ({parts})"
+            times = {1: "once", 2: "twice"}.get(len(self.breaks), f"{len(self.breaks)} times")
+            return f"the offset changes {times} ({parts})"
         return f"one offset throughout: {_late(self.audio_delay_ms)}"
 
 
