@@ -12,8 +12,10 @@ clip and, last, one JSON object with the figures the issue asks for:
   with every scene's offset within one frame and every break within 0.5 s of the cut;
 * constant offsets: share called ``constant``.
 
-Usage: ``python scripts/timeline_targets.py [--quick] [--jobs N] [--device cuda]``.
-``--quick`` runs a handful of short clips (a smoke test of the script, not the targets).
+Usage: ``python scripts/timeline_targets.py [--scale quick|reduced|full] [--jobs N]
+[--device cuda]``. ``full`` (default, 65 clips) suits a many-core machine; ``reduced`` (30
+clips: drift 30-120 ms/min on 60 s and 30/90 ms/min on 120 s, 2-4 scenes twice each, 18
+constant clips of 15-30 s) a 2-core one; ``quick`` is a smoke test of the script.
 """
 
 from __future__ import annotations
@@ -44,15 +46,21 @@ def _init(device: str) -> None:
     _MODEL = load_model("demo-small", device)
 
 
-def _cases(quick: bool) -> list[dict]:
+def _cases(scale: str) -> list[dict]:
+    """The clips of a run: ``full`` is the issue's sweep (65 clips, for a many-core
+    machine), ``reduced`` a 2-core-sized subset (30), ``quick`` a smoke test (4)."""
+    quick = scale == "quick"
     rng = np.random.default_rng(12_000)
     cases: list[dict] = []
     slopes = (60.0,) if quick else (30.0, 60.0, 90.0, 120.0)
     lengths = (30.0,) if quick else (60.0, 120.0)
+    signs = (1.0, -1.0) if scale == "full" else (1.0,)
     seed = 70_000
     for slope in slopes:
         for seconds in lengths:
-            for sign in ((1.0,) if quick else (1.0, -1.0)):
+            if scale == "reduced" and seconds > 60 and slope not in (30.0, 90.0):
+                continue
+            for sign in signs:
                 seed += 1
                 drift = sign * slope
                 end_change = drift * seconds / 60
@@ -61,7 +69,7 @@ def _cases(quick: bool) -> list[dict]:
                 cases.append({"kind": "drift", "seed": seed, "seconds": seconds,
                               "audio_delay_ms": round(start, 1), "drift_ms_per_min": drift})
     for n in ((2,) if quick else (2, 3, 4)):
-        for _ in range(1 if quick else 3):
+        for _ in range({"quick": 1, "reduced": 2}.get(scale, 3)):
             seed += 1
             lengths_s = [round(float(x), 2) for x in rng.uniform(5.0, 12.0, n)]
             delays = [float(rng.choice(np.arange(-400, 401, 10)))]
@@ -71,10 +79,11 @@ def _cases(quick: bool) -> list[dict]:
                     delays.append(d)
             cases.append({"kind": "scenes", "seed": seed, "scene_seconds": lengths_s,
                           "scene_delays_ms": delays})
-    for _ in range(2 if quick else 40):
+    longest = {"quick": 20.0, "reduced": 30.0}.get(scale, 60.0)
+    for _ in range({"quick": 2, "reduced": 18}.get(scale, 40)):
         seed += 1
         cases.append({"kind": "constant", "seed": seed,
-                      "seconds": round(float(rng.uniform(15.0, 20.0 if quick else 60.0)), 1),
+                      "seconds": round(float(rng.uniform(15.0, longest)), 1),
                       "audio_delay_ms": float(rng.choice(np.arange(-400, 401, 10)))})
     return cases
 
@@ -145,11 +154,11 @@ def _share(rows: list[dict], key: str) -> float | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--scale", choices=("quick", "reduced", "full"), default="full")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    cases = _cases(args.quick)
+    cases = _cases(args.scale)
     rows = []
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_init,
                              initargs=(args.device,)) as pool:
@@ -169,6 +178,7 @@ def main() -> int:
         "constant_clips": len(constant),
         "constant_called_constant": _share(constant, "constant_ok"),
         "constant_delay_within_frame": _share(constant, "delay_ok"),
+        "scale": args.scale,
         "device": args.device,
         "jobs": args.jobs,
     }
