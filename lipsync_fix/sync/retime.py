@@ -16,7 +16,10 @@ the output is silent; the length never changes.
   Pitch changes by the same ratio, ``b`` (a 60 ms/min drift is 0.1 %, under 2 cents),
   far below what a listener notices, which is why no pitch-preserving time stretch is used:
   it would smear transients and cost far more. Clock drift also changed the pitch by that
-  ratio in the first place, so resampling restores it.
+  ratio in the first place, so resampling restores it. Measured on a sum of tones up to
+  6.4 kHz drifting 90 ms/min: 0.1 % waveform error at 16 kHz and 0.07 % at 48 kHz (a cubic
+  spline read at the exact positions: 6 % and 0.03 %), about 10 s for ten minutes of 48 kHz
+  stereo on one core.
 * **Piecewise** (a constant per span): each span is shifted by its own whole number of
   samples, with a raised-cosine crossfade of a few milliseconds across each break, so no
   click is heard where the offset jumps.
