@@ -7,6 +7,8 @@ model involved; the slow ones run the whole chain with ``demo-small`` on fresh c
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -124,13 +126,22 @@ def demo_model():
     return load_model("demo-small")
 
 
-def assert_fixed_copy_in_sync(fixed: OffsetModel) -> None:
-    """The fixed copy re-measured: one constant offset, in sync on every part, and nearly
-    every 1-s segment's own reading within a frame."""
+def assert_fixed_copy_in_sync(fixed: OffsetModel, parts: list[tuple[float, float]]) -> None:
+    """The fixed copy re-measured: one constant offset, in sync, and in sync on every part
+    (each scene, or each third of a drifting clip): the median of the 1-s readings inside
+    the part, more than 0.5 s from its edges, within one frame. (A single 1-s reading of
+    the small model is wrong now and then, fixed or not; a part's median is not.)"""
     assert fixed.kind == "constant", fixed.describe()
     assert fixed.in_sync()
-    within = [abs(p["audio_delay_ms"]) <= FRAME_MS for p in fixed.points]
-    assert np.mean(within) >= 0.85
+    for start, end in parts:
+        inside = [p["audio_delay_ms"] for p in fixed.points
+                  if start + 0.5 <= 0.5 * (p["start_s"] + p["end_s"]) <= end - 0.5]
+        assert len(inside) >= 2
+        assert abs(float(np.median(inside))) <= FRAME_MS, (start, end, inside)
+
+
+def thirds(seconds: float) -> list[tuple[float, float]]:
+    return [(k * seconds / 3, (k + 1) * seconds / 3) for k in range(3)]
 
 
 @pytest.mark.slow
@@ -144,7 +155,8 @@ def test_three_scenes_are_found_fixed_and_in_sync_after(tmp_path, demo_model):
     for segment, delay in zip(found.segments, truth.scene_delays_ms, strict=True):
         assert abs(segment.audio_delay_ms - delay) <= FRAME_MS
     assert media.video_packets_md5(result.fixed) == media.video_packets_md5(result.clip)
-    assert_fixed_copy_in_sync(result.after_fix)
+    edges = [*truth.scene_starts_s, truth.duration_s]
+    assert_fixed_copy_in_sync(result.after_fix, list(pairwise(edges)))
 
 
 @pytest.mark.slow
@@ -155,7 +167,7 @@ def test_a_drift_is_found_fixed_and_in_sync_after(tmp_path, demo_model):
     assert result.found.kind == "drift"
     assert abs(result.found.drift_ms_per_min - 120.0) <= 24.0
     assert result.worst_error_ms() <= FRAME_MS
-    assert_fixed_copy_in_sync(result.after_fix)
+    assert_fixed_copy_in_sync(result.after_fix, thirds(60.0))
 
 
 @pytest.mark.slow
@@ -166,4 +178,4 @@ def test_a_constant_clip_stays_constant_and_its_fix_stays_in_sync(tmp_path, demo
     found = clip_timeline(src, demo_model)
     assert found.kind == "constant" and abs(found.audio_delay_ms + 160.0) <= FRAME_MS
     fix_timeline(src, dst, found)
-    assert_fixed_copy_in_sync(clip_timeline(dst, demo_model))
+    assert_fixed_copy_in_sync(clip_timeline(dst, demo_model), thirds(20.0))
