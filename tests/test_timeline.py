@@ -170,6 +170,23 @@ def test_scenes_are_found_with_breaks_within_half_a_second(n_scenes, with_cuts):
     assert model.offset_at(0.1) == model.segments[0].audio_delay_ms
 
 
+@pytest.mark.parametrize("cut", [20.25, 20.5, 20.8, 33.1])
+def test_a_break_inside_a_segment_is_placed_to_a_fraction_of_it(cut):
+    """The segment that straddles the cut averages windows of both offsets; the break is
+    read from how much of each its curve holds, not left at a segment boundary."""
+    rng = np.random.default_rng(int(cut * 10))
+    before, after = 160.0, -200.0
+    evidence = []
+    for k in range(50):
+        a = float(np.clip(cut - k, 0.0, 1.0))  # share of this segment before the cut
+        curve = a * bell(rng, before, 0.0) + (1 - a) * bell(rng, after, 0.0)
+        curve += rng.normal(0, 0.08, SHIFTS.size)
+        evidence.append(SegmentEvidence(k, k + 1.0, SHIFTS, curve, windows=21))
+    model = fit_offset_model(evidence)
+    assert model.kind == "piecewise" and len(model.breaks) == 1
+    assert abs(model.breaks[0] - cut) <= 0.2
+
+
 def test_scene_cuts_alone_do_not_make_a_constant_clip_piecewise():
     rng = np.random.default_rng(3)
     evidence = make_evidence(rng, 40.0, lambda t: 120.0, wrong=0.1)

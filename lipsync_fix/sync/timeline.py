@@ -360,6 +360,7 @@ class _Points:
     log_outlier: float  # log(eps / range): the density of a wrong segment's reading
     log_inlier_prior: float  # log(1 - eps)
     noise_ms: float
+    evidence: list[SegmentEvidence]  # each point's own curve, in the same order
 
     @property
     def n(self) -> int:
@@ -380,7 +381,10 @@ class _Points:
         return np.exp(inlier - np.logaddexp(inlier, self.log_outlier))
 
 
-def _points(measures: Sequence[SegmentMeasure], range_ms: float, eps: float) -> _Points:
+def _points(
+    measures: Sequence[SegmentMeasure], evidence: Sequence[SegmentEvidence], range_ms: float,
+    eps: float,
+) -> _Points:
     order = sorted(range(len(measures)), key=lambda i: measures[i].centre_s)
     ms = [measures[i] for i in order]
     windows = np.array([m.windows for m in ms], dtype=np.float64)
@@ -392,7 +396,7 @@ def _points(measures: Sequence[SegmentMeasure], range_ms: float, eps: float) -> 
         sigma=np.maximum(noise * spread, _SIGMA_FLOOR_MS), windows=windows,
         start=np.array([m.start_s for m in ms]), end=np.array([m.end_s for m in ms]),
         log_outlier=math.log(eps / range_ms), log_inlier_prior=math.log(1.0 - eps),
-        noise_ms=float(noise * np.median(spread)),
+        noise_ms=float(noise * np.median(spread)), evidence=[evidence[i] for i in order],
     )
 
 
@@ -538,14 +542,15 @@ def fit_offset_model(
     ``options.model`` other than ``auto`` forces that model.
     """
     opts = options or TimelineOptions()
-    measures = [m for m in map(measure_segment, evidence) if m is not None]
+    readable = [(m, e) for e in evidence if (m := measure_segment(e)) is not None]
+    measures = [m for m, _ in readable]
     if not measures:
         raise UncertainEstimateError(
             "no segment of the clip has a score peak to read an offset from")
     shifts = np.concatenate([e.shifts_ms for e in evidence])
     step = float(np.median(np.concatenate([np.diff(e.shifts_ms) for e in evidence])))
     range_ms = float(shifts.max() - shifts.min()) + step
-    p = _points(measures, range_ms, opts.outlier_share)
+    p = _points(measures, [e for _, e in readable], range_ms, opts.outlier_share)
     grid = np.arange(math.floor(shifts.min()), math.ceil(shifts.max()) + 1.0, 1.0)
     log_n = math.log(max(p.n, 2))
     clip_start, clip_end = 0.0, float(p.end.max())
@@ -642,7 +647,8 @@ def _piecewise_model(
             middle = 0.5 * (p.t[last] + p.t[first])
             breaks.append(float(inside[np.argmin(np.abs(inside - middle))]))
         else:
-            breaks.append(float(0.5 * (p.end[last] + p.start[first])))
+            breaks.append(_refine_break(p, np.arange(bounds[k - 1], last),
+                                        np.arange(first + 1, bounds[k + 1]), last, first))
     edges = [clip_start, *breaks, clip_end]
     segments = []
     for k in range(len(starts)):
@@ -665,6 +671,57 @@ def _piecewise_model(
         breaks=breaks, audio_delay_uncertainty_ms=mean_sd, drift_uncertainty_ms_per_min=0.0,
         confidence=0.0, noise_ms=p.noise_ms, start_s=clip_start, end_s=clip_end, bic=bic)
     return _with_points(model, p)
+
+
+def _refine_break(
+    p: _Points, before: np.ndarray, after: np.ndarray, last: int, first: int
+) -> float:
+    """Where between segments ``last`` and ``first`` the offset changes, to a frame.
+
+    A segment that straddles the cut averages windows of both spans, so its mean curve
+    is a mix ``a * curve_before + (1 - a) * curve_after``, with ``a`` the share of its
+    windows before the cut (scores are means over windows, so they mix linearly). The
+    two spans' typical curves are the means of their other segments; each candidate cut
+    time (one frame apart) fixes ``a`` for both boundary segments, and the time whose
+    mixes fit their curves best (least squares, with a free scale and level per segment)
+    is the break. Without usable templates, the boundary between the two segments.
+    """
+    fallback = float(0.5 * (p.end[last] + p.start[first]))
+    shifts = p.evidence[first].shifts_ms
+    if any(len(p.evidence[i].shifts_ms) != len(shifts)
+           or not np.array_equal(p.evidence[i].shifts_ms, shifts)
+           for i in (*before, *after, last)):
+        return fallback
+
+    def template(idx: np.ndarray) -> np.ndarray | None:
+        curves = np.array([p.evidence[i].scores for i in idx])
+        if len(curves) == 0:
+            return None
+        w = p.windows[idx][:, None] * np.isfinite(curves)
+        mean = np.where(w.sum(axis=0) > 0,
+                        np.nansum(curves * w, axis=0) / np.maximum(w.sum(axis=0), 1e-9), np.nan)
+        return mean if np.isfinite(mean).sum() >= 5 else None
+
+    ca, cb = template(before[-8:]), template(after[:8])
+    if ca is None or cb is None:
+        return fallback
+    lo, hi = float(p.start[last]), float(p.end[first])
+    times = np.arange(lo, hi + 1e-9, FRAME_MS / 1000.0)
+    cost = np.zeros(len(times))
+    for i in (last, first):
+        curve = p.evidence[i].scores
+        ok = np.isfinite(curve) & np.isfinite(ca) & np.isfinite(cb)
+        if ok.sum() < 5:
+            return fallback
+        span = max(float(p.end[i] - p.start[i]), 1e-9)
+        share = np.clip((times - p.start[i]) / span, 0.0, 1.0)
+        y = curve[ok] - curve[ok].mean()
+        for j, a in enumerate(share):
+            mix = a * ca[ok] + (1 - a) * cb[ok]
+            mix = mix - mix.mean()
+            scale = float(np.dot(mix, y) / max(np.dot(mix, mix), 1e-12))
+            cost[j] += float(np.sum((y - scale * mix) ** 2)) / max(float(np.dot(y, y)), 1e-12)
+    return float(times[int(np.argmin(cost))])
 
 
 def _drift_model(
