@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -163,9 +164,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=("quick", "small", "reduced", "full"), default="full")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--kinds", default="drift,scenes,constant",
+                        help="which clips of the scale to run (comma-separated)")
+    parser.add_argument("--min-seconds", type=float, default=0.0,
+                        help="only clips at least this long (drift and constant)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    cases = _cases(args.scale)
+    kinds = set(args.kinds.split(","))
+    cases = [c for c in _cases(args.scale)
+             if c["kind"] in kinds and c.get("seconds", math.inf) >= args.min_seconds]
     rows = []
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_init,
                              initargs=(args.device,)) as pool:
@@ -186,6 +193,7 @@ def main() -> int:
         "constant_called_constant": _share(constant, "constant_ok"),
         "constant_delay_within_frame": _share(constant, "delay_ok"),
         "scale": args.scale,
+        "kinds": sorted(kinds),
         "device": args.device,
         "jobs": args.jobs,
     }
