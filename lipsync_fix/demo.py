@@ -194,11 +194,7 @@ def clip_timeline(
     if not (has_face & voiced).any():
         raise NoFaceError(f"{path}: no stretch of the clip has both a face and a voice")
     evidence = evidence_from_scores(scores, has_face & voiced, max(1, k - length + 1), length)
-    fitted = fit_offset_model(evidence, (), timeline)
-    fitted.end_s = max(fitted.end_s, float(features.duration_s))
-    if fitted.kind != "drift" and fitted.segments:
-        fitted.segments[-1].end_s = fitted.end_s
-    return fitted
+    return fit_offset_model(evidence, (), timeline, duration_s=float(features.duration_s))
 
 
 def scene_delays(first_ms: float, scenes: int, limit_ms: float) -> list[float]:

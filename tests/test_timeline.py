@@ -158,14 +158,15 @@ def test_scenes_are_found_with_breaks_within_half_a_second(n_scenes, with_cuts):
                                         if abs(v - levels[-1]) >= 80])))
     truth = lambda t: levels[int(np.searchsorted(cuts, t))]  # noqa: E731
     evidence = make_evidence(rng, 40.0, truth, wrong=0.05)
-    model = fit_offset_model(evidence, scene_cuts_s=cuts if with_cuts else ())
+    model = fit_offset_model(evidence, scene_cuts_s=cuts if with_cuts else (), duration_s=41.5)
     assert model.kind == "piecewise", model.bic
+    assert model.segments[0].start_s == 0.0 and model.segments[-1].end_s == 41.5
     assert len(model.breaks) == n_scenes - 1
     assert np.max(np.abs(np.array(model.breaks) - cuts)) <= 0.5 + 1e-9
     for segment, level in zip(model.segments, levels, strict=True):
         assert abs(segment.audio_delay_ms - level) <= 40.0
-    durations = np.diff([0.0, *model.breaks, 40.0])
-    mean = float(np.dot(durations, [s.audio_delay_ms for s in model.segments]) / 40.0)
+    durations = np.diff([0.0, *model.breaks, 41.5])
+    mean = float(np.dot(durations, [s.audio_delay_ms for s in model.segments]) / 41.5)
     assert model.audio_delay_ms == pytest.approx(mean, abs=0.05)
     assert model.offset_at(0.1) == model.segments[0].audio_delay_ms
 

@@ -130,7 +130,7 @@ class TimelineOptions:
     decisive_bic: float = 10.0  # how much better than constant another model must be
     min_drift_change_ms: float = FRAME_MS / 2  # a drift must move the offset this much
     min_step_ms: float = FRAME_MS  # neighbouring spans must differ this much
-    min_span_segments: int = 3  # segments a span of a piecewise model needs at least
+    min_span_segments: int = 3  # segments a piecewise span needs (at most 2 between given cuts)
     outlier_share: float = 0.1  # prior share of segments whose peak is noise
     in_sync_ms: float = FRAME_MS  # |offset| up to this is in sync
 
@@ -534,12 +534,14 @@ def fit_offset_model(
     evidence: Sequence[SegmentEvidence],
     scene_cuts_s: Sequence[float] = (),
     options: TimelineOptions | None = None,
+    duration_s: float | None = None,
 ) -> OffsetModel:
     """Choose and fit the offset model that the segments' evidence supports.
 
     ``scene_cuts_s`` (video times of hard cuts, if the caller detected them) are where a
-    ``piecewise`` model may break; without them it may break between any two segments.
-    ``options.model`` other than ``auto`` forces that model.
+    ``piecewise`` model may break; without them it may break anywhere, to about a frame.
+    ``options.model`` other than ``auto`` forces that model. ``duration_s`` (the clip's
+    length) makes the last part reach the end of the clip rather than of the evidence.
     """
     opts = options or TimelineOptions()
     readable = [(m, e) for e in evidence if (m := measure_segment(e)) is not None]
@@ -553,7 +555,7 @@ def fit_offset_model(
     p = _points(measures, [e for _, e in readable], range_ms, opts.outlier_share)
     grid = np.arange(math.floor(shifts.min()), math.ceil(shifts.max()) + 1.0, 1.0)
     log_n = math.log(max(p.n, 2))
-    clip_start, clip_end = 0.0, float(p.end.max())
+    clip_start, clip_end = 0.0, max(float(p.end.max()), float(duration_s or 0.0))
 
     # constant
     a0, ll0 = _fit_constant(p, slice(None), grid)
@@ -600,7 +602,8 @@ def _piecewise(
         # A span may start at the first point after a cut.
         candidates = np.unique(np.concatenate([[0], np.searchsorted(p.t, cuts)]))
         candidates = candidates[candidates < p.n]
-        min_len = 1 if opts.min_span_segments <= 1 else min(opts.min_span_segments, 2)
+        # Between cuts the caller saw, a scene of two segments may stand on its own.
+        min_len = min(int(opts.min_span_segments), 2)
     else:
         stride = max(1, math.ceil(p.n / _MAX_BREAK_CANDIDATES))
         candidates = np.arange(0, p.n, stride)
