@@ -55,9 +55,9 @@ _SIGMA_FLOOR_MS = 4.0
 to the millisecond (quantised peaks) do not make every other deviation look significant."""
 
 _AGREE_SIGMAS = 2.5
-"""A reading within this many of its standard deviations of a span's offset, and within one
-frame, supports it (a loose reading, such as a peak at the edge of the range, supports
-nothing)."""
+"""A reading within this many of its standard deviations of a span's offset does not
+contradict it (a loose reading, such as a peak at the edge of the range, contradicts
+little; a sharp one elsewhere does)."""
 
 _SUPPORT_SHARE = 2 / 3
 """Share of a piecewise span's segments that must agree with its offset."""
@@ -483,10 +483,10 @@ def _partition(
     only at ``candidates`` (point indices) and hold at least ``min_len`` points.
 
     A span must also be *supported*: :data:`_SUPPORT_SHARE` of its points, and at least
-    ``min_len``, agreeing with its offset (:data:`_AGREE_SIGMAS`). Without that, a stretch of
-    wrong segments (another face, silence) would be cut into spans that each fit one of
-    its random readings exactly, since explaining one reading gains more likelihood than
-    a break costs.
+    ``min_len``, not contradicting its offset (:data:`_AGREE_SIGMAS`). Without that, a
+    stretch of wrong segments (another face, silence) would be cut into spans that each
+    fit one of its random readings exactly, since explaining one reading gains more
+    likelihood than a break costs.
 
     Returns the span starts (0 first) and the minimised cost.
     """
@@ -495,7 +495,7 @@ def _partition(
     residual = p.y[:, None] - grid[None, :]
     ll = p.loglik(residual, p.sigma[:, None])
     cum = np.vstack([np.zeros((1, len(grid))), np.cumsum(ll, axis=0)])
-    agree = np.abs(residual) <= np.minimum(_AGREE_SIGMAS * p.sigma, FRAME_MS)[:, None]
+    agree = np.abs(residual) <= _AGREE_SIGMAS * p.sigma[:, None]
     cum_agree = np.vstack([np.zeros((1, len(grid)), dtype=np.int64),
                            np.cumsum(agree, axis=0, dtype=np.int64)])
     cuts = np.concatenate([candidates, [p.n]])
@@ -641,6 +641,8 @@ def _piecewise_model(
     clip_start: float, clip_end: float, bic: dict[str, float], kind: str = "piecewise",
 ) -> OffsetModel:
     bounds = [*starts, p.n]
+    levels = [_fit_constant(p, np.arange(bounds[k], bounds[k + 1]), grid)[0]
+              for k in range(len(starts))]
     cuts = np.sort(np.asarray(list(scene_cuts_s), dtype=np.float64))
     breaks = []
     for k in range(1, len(starts)):
@@ -650,8 +652,9 @@ def _piecewise_model(
             middle = 0.5 * (p.t[last] + p.t[first])
             breaks.append(float(inside[np.argmin(np.abs(inside - middle))]))
         else:
-            breaks.append(_refine_break(p, np.arange(bounds[k - 1], last),
-                                        np.arange(first + 1, bounds[k + 1]), last, first))
+            breaks.append(_refine_break(
+                p, np.arange(bounds[k - 1], last), np.arange(first + 1, bounds[k + 1]),
+                last, first, levels[k - 1], levels[k]))
     edges = [clip_start, *breaks, clip_end]
     segments = []
     for k in range(len(starts)):
@@ -677,54 +680,47 @@ def _piecewise_model(
 
 
 def _refine_break(
-    p: _Points, before: np.ndarray, after: np.ndarray, last: int, first: int
+    p: _Points, before: np.ndarray, after: np.ndarray, last: int, first: int,
+    level_before: float, level_after: float,
 ) -> float:
     """Where between segments ``last`` and ``first`` the offset changes, to a frame.
 
-    A segment that straddles the cut averages windows of both spans, so its mean curve
-    is a mix ``a * curve_before + (1 - a) * curve_after``, with ``a`` the share of its
-    windows before the cut (scores are means over windows, so they mix linearly). The
-    two spans' typical curves are the means of their other segments; each candidate cut
-    time (one frame apart) fixes ``a`` for both boundary segments, and the time whose
-    mixes fit their curves best (least squares, with a free scale and level per segment)
-    is the break. Without usable templates, the boundary between the two segments.
+    A segment that straddles the cut averages windows of both spans (scores are means
+    over windows, so they mix linearly): with a share ``a`` of its windows before the cut,
+    its preference ``D = score(level_before) - score(level_after)`` is ``a * D_before +
+    (1 - a) * D_after``, where ``D_before`` > 0 > ``D_after`` are the same preference in
+    the two spans' other segments (their mean curves). Each candidate cut time (one frame
+    apart) fixes ``a`` for both boundary segments; the time whose predicted preferences
+    fit theirs best is the break. Without usable curves, the boundary between the two.
     """
     fallback = float(0.5 * (p.end[last] + p.start[first]))
-    shifts = p.evidence[first].shifts_ms
-    if any(len(p.evidence[i].shifts_ms) != len(shifts)
-           or not np.array_equal(p.evidence[i].shifts_ms, shifts)
-           for i in (*before, *after, last)):
-        return fallback
 
-    def template(idx: np.ndarray) -> np.ndarray | None:
-        curves = np.array([p.evidence[i].scores for i in idx])
-        if len(curves) == 0:
-            return None
-        w = p.windows[idx][:, None] * np.isfinite(curves)
-        mean = np.where(w.sum(axis=0) > 0,
-                        np.nansum(curves * w, axis=0) / np.maximum(w.sum(axis=0), 1e-9), np.nan)
-        return mean if np.isfinite(mean).sum() >= 5 else None
+    def preference(idx: Sequence[int]) -> float | None:
+        """Window-weighted mean of score(level_before) - score(level_after)."""
+        values, weights = [], []
+        for i in idx:
+            e = p.evidence[i]
+            ok = np.isfinite(e.scores)
+            if ok.sum() < 2:
+                continue
+            at = np.interp([level_before, level_after], e.shifts_ms[ok], e.scores[ok])
+            values.append(at[0] - at[1])
+            weights.append(p.windows[i])
+        return float(np.average(values, weights=weights)) if values else None
 
-    ca, cb = template(before[-8:]), template(after[:8])
-    if ca is None or cb is None:
+    d_before, d_after = preference(before[-8:]), preference(after[:8])
+    d_last, d_first = preference([last]), preference([first])
+    if None in (d_before, d_after, d_last, d_first) or not d_before > 0 > d_after:
         return fallback
     lo, hi = float(p.start[last]), float(p.end[first])
     times = np.arange(lo, hi + 1e-9, FRAME_MS / 1000.0)
     cost = np.zeros(len(times))
-    for i in (last, first):
-        curve = p.evidence[i].scores
-        ok = np.isfinite(curve) & np.isfinite(ca) & np.isfinite(cb)
-        if ok.sum() < 5:
-            return fallback
+    for i, seen in ((last, d_last), (first, d_first)):
         span = max(float(p.end[i] - p.start[i]), 1e-9)
         share = np.clip((times - p.start[i]) / span, 0.0, 1.0)
-        y = curve[ok] - curve[ok].mean()
-        for j, a in enumerate(share):
-            mix = a * ca[ok] + (1 - a) * cb[ok]
-            mix = mix - mix.mean()
-            scale = float(np.dot(mix, y) / max(np.dot(mix, mix), 1e-12))
-            cost[j] += float(np.sum((y - scale * mix) ** 2)) / max(float(np.dot(y, y)), 1e-12)
-    return float(times[int(np.argmin(cost))])
+        cost += (seen - (share * d_before + (1 - share) * d_after)) ** 2
+    best = times[cost <= cost.min() + 1e-9 * max(cost.min(), 1e-12)]
+    return float(best.mean())
 
 
 def _drift_model(
