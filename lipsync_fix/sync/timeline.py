@@ -608,8 +608,9 @@ def _piecewise(
         stride = max(1, math.ceil(p.n / _MAX_BREAK_CANDIDATES))
         candidates = np.arange(0, p.n, stride)
         min_len = int(opts.min_span_segments)
-    # Each extra span costs its offset and its break: 2 parameters.
-    penalty = 2 * log_n
+    # Each extra span costs its offset and its break (2 parameters), and must itself be
+    # decisive, as the first break must be against a constant.
+    penalty = 2 * log_n + opts.decisive_bic
     starts, cost = _partition(p, grid, candidates, penalty, min_len)
     # Merge neighbours whose offsets differ by less than a usable step, smallest first.
     while len(starts) > 1:
