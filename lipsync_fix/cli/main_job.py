@@ -35,7 +35,7 @@ from lipsync_fix.cli.app import (
     progress_bar,
 )
 from lipsync_fix.compute import resolve_device
-from lipsync_fix.demo import run_demo
+from lipsync_fix.demo import TimelineDemoResult, run_demo
 from lipsync_fix.errors import UsageError
 from lipsync_fix.models import load_model
 from lipsync_fix.models.registry import default_model_name, default_model_notice
@@ -232,8 +232,16 @@ def demo_command(
     out_dir: Annotated[Path, typer.Option(help="Where the demo clips are written.")] =
         Path("demo_output"),
     audio_delay_ms: Annotated[float, typer.Option(help="The delay built into the clip.")] = 200.0,
-    seconds: Annotated[float, typer.Option(help="Length of the generated clip.")] = 8.0,
+    seconds: Annotated[float | None, typer.Option(
+        help="Length of the generated clip (default 8 s; 60 s with a drift, 8 s a scene)."
+    )] = None,
     seed: Annotated[int, typer.Option(help="Which generated speaker and sentence.")] = 2024,
+    drift_ms_per_min: Annotated[float, typer.Option(
+        help="Make the audio clock run fast (slow if negative): the delay grows this much a "
+             "minute; the offset over time is then fitted and fixed.")] = 0.0,
+    scenes: Annotated[int, typer.Option(
+        help="Make this many scenes (another speaker each, hard cuts), each with its own "
+             "delay; the offset per scene is then fitted and fixed.")] = 1,
     checkpoint: Checkpoint = "demo-small",
     device: Device = "cpu",
     json_line: Json = False,
@@ -248,9 +256,14 @@ def demo_command(
         def progress(stage: str, done: int, total: int) -> None:
             bar.update(task, description=stage, completed=done, total=total)
 
-        result = run_demo(model, out_dir, audio_delay_ms, seconds, seed, options, progress)
+        result = run_demo(model, out_dir, audio_delay_ms, seconds, seed, options, progress,
+                          drift_ms_per_min=drift_ms_per_min, scenes=scenes)
     if json_line:
         print_json(result.to_json())
+        return
+    if isinstance(result, TimelineDemoResult):
+        for line in result.lines():
+            out.print(line)
         return
     est = result.estimate
     out.print(f"made    {result.clip} with the audio {audio_delay_ms:.0f} ms late")
