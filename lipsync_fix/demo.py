@@ -13,27 +13,22 @@ the fix (:mod:`lipsync_fix.sync.retime`) and measures the fixed copy again.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 from lipsync_fix import media
 from lipsync_fix.data.synth import TalkingHead, make_scene_clip, make_talking_head
-from lipsync_fix.errors import ClipTooShortError, NoFaceError, NoSpeechError, UsageError
-from lipsync_fix.features.constants import FRAME_MS, SAMPLES_PER_FRAME
-from lipsync_fix.features.mel import log_mel_spectrogram
+from lipsync_fix.errors import UsageError
+from lipsync_fix.features.constants import FRAME_MS
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
-from lipsync_fix.sync.frontend import Progress, extract_features, usable_windows
+from lipsync_fix.sync.frontend import Progress
 from lipsync_fix.sync.retime import fix_timeline
-from lipsync_fix.sync.scoring import ScoreOptions, score_matrix, window_frames
 from lipsync_fix.sync.timeline import (
     OffsetModel,
     TimelineOptions,
-    evidence_from_scores,
-    fit_offset_model,
 )
 
 DEMO_DELAY_MS = 200.0
@@ -171,30 +166,11 @@ def clip_timeline(
     timeline: TimelineOptions | None = None,
     progress: Progress | None = None,
 ) -> OffsetModel:
-    """The offset model of a video file: every window scored against every shift, cut into
-    ``options.context_frames`` segments (the estimate's own 1-s votes), fitted.
-
-    A stand-in until the estimator hands out its :class:`~lipsync_fix.sync.timeline.
-    SegmentEvidence` itself: it scores the whole clip, as the estimator does today.
-    """
+    """The offset model of a video file, as the main job's estimate fits it."""
     opts = options or SyncOptions()
-    features = extract_features(path, opts.detector, opts.face_box, progress)
-    k = opts.context_frames
-    if features.frames.shape[0] < k or len(features.wav) < k * SAMPLES_PER_FRAME:
-        raise ClipTooShortError(f"{path}: shorter than one {k}-frame context window")
-    score_opts = ScoreOptions(max_shift=opts.max_shift, edge_rule="strict", device=opts.device)
-    with torch.inference_mode():
-        scores = score_matrix(
-            model, features.frames, log_mel_spectrogram(features.wav), len(features.wav),
-            score_opts, progress=(lambda d, t: progress("scores", d, t)) if progress else None)
-    length = window_frames(model, score_opts)
-    has_face, voiced = usable_windows(features, scores.shape[0], opts.min_voice_rms, length)
-    if not voiced.any():
-        raise NoSpeechError(f"{path}: the audio is silent; there is no voice to align")
-    if not (has_face & voiced).any():
-        raise NoFaceError(f"{path}: no stretch of the clip has both a face and a voice")
-    evidence = evidence_from_scores(scores, has_face & voiced, max(1, k - length + 1), length)
-    return fit_offset_model(evidence, (), timeline, duration_s=float(features.duration_s))
+    if timeline is not None:
+        opts = replace(opts, timeline=timeline)
+    return estimate_sync(path, model, opts, progress).timeline  # type: ignore[attr-defined]
 
 
 def scene_delays(first_ms: float, scenes: int, limit_ms: float) -> list[float]:

@@ -53,6 +53,10 @@ Exhaustive = Annotated[bool, typer.Option(
     help="Score every window instead of sampling segments until the offset is settled.")]
 MaxSegments = Annotated[int, typer.Option(
     help="Most 1-s segments a sampled estimate decodes and scores (a budget for huge files).")]
+OffsetModelName = Annotated[str, typer.Option(
+    "--offset-model", "--model",
+    help="How the offset may change over time: auto (chosen by the evidence), constant, "
+         "drift or piecewise.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or chatter.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per result.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]

@@ -24,6 +24,7 @@ from lipsync_fix.cli.app import (
     Json,
     MaxOffset,
     MaxSegments,
+    OffsetModelName,
     Precision,
     Quiet,
     Report,
@@ -41,6 +42,7 @@ from lipsync_fix.models import load_model
 from lipsync_fix.models.registry import default_model_name, default_model_notice
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
 from lipsync_fix.sync.plot import plot_scores
+from lipsync_fix.sync.timeline import TimelineOptions
 
 DefaultCheckpoint = Annotated[str | None, typer.Option(
     "--checkpoint", "-c", show_default=False,
@@ -104,6 +106,7 @@ def fix_command(
     precision: Precision = "auto",
     exhaustive: Exhaustive = False,
     max_segments: MaxSegments = 32,
+    offset_model: OffsetModelName = "auto",
     json_lines: Json = False,
     report: Report = None,
     shard: Shard = None,
@@ -124,7 +127,8 @@ def fix_command(
     options = SyncOptions(context_frames=context, max_offset_ms=max_offset_ms,
                           detector=detector, face_box=face_box, device=device,
                           precision=precision, exhaustive=exhaustive,
-                          max_segments=max_segments)
+                          max_segments=max_segments,
+                          timeline=TimelineOptions(model=offset_model))
     model = load_model(_checkpoint_or_default(checkpoint, quiet), resolve_device(device),
                        quiet=quiet or json_lines)
 
@@ -152,6 +156,7 @@ def score_command(
     precision: Precision = "auto",
     exhaustive: Exhaustive = False,
     max_segments: MaxSegments = 32,
+    offset_model: OffsetModelName = "auto",
     json_lines: Json = False,
     plot: Annotated[Path | None, typer.Option(
         help="Draw score vs offset to a PNG (a folder of PNGs for several inputs).")] = None,
@@ -168,7 +173,8 @@ def score_command(
     options = SyncOptions(context_frames=context, max_offset_ms=max_offset_ms,
                           detector=detector, face_box=face_box, device=device,
                           precision=precision, exhaustive=exhaustive,
-                          max_segments=max_segments)
+                          max_segments=max_segments,
+                          timeline=TimelineOptions(model=offset_model))
     model = load_model(_checkpoint_or_default(checkpoint, quiet), resolve_device(device),
                        quiet=quiet or json_lines)
 

@@ -143,6 +143,7 @@ class FaceCropper:
         max_gap = max(round(max_gap_s * fps), detect_every)
         self._linker = FaceLinker(max_gap=max_gap, hold=detect_every - 1)
         self._cuts = SceneCutDetector() if detect_cuts else None
+        self.cut_frames: list[int] = []  # frames that start a new shot
         self._delay = max_gap + smooth_radius + 1
         self._buffer: deque[tuple[int, np.ndarray]] = deque()
         self._ended: list[TrackBuilder] = []
@@ -215,6 +216,8 @@ class FaceCropper:
         index = self._n_frames
         self._n_frames += 1
         cut = self._cuts.update(frame) if self._cuts is not None else False
+        if cut:
+            self.cut_frames.append(index)
         boxes: list[Box] = []
         if cut or index - self._last_detection >= self.detect_every:
             boxes = self._detect(index, frame, cut)

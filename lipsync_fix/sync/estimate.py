@@ -43,7 +43,13 @@ import torch
 from torch import nn
 
 from lipsync_fix.compute import PRECISIONS, autocast_dtype, resolve_device
-from lipsync_fix.errors import ClipTooShortError, NoFaceError, NoSpeechError, UsageError
+from lipsync_fix.errors import (
+    ClipTooShortError,
+    NoFaceError,
+    NoSpeechError,
+    UncertainEstimateError,
+    UsageError,
+)
 from lipsync_fix.features.constants import FRAME_MS, FRAMES_PER_WINDOW, VIDEO_FPS
 from lipsync_fix.features.inputs import recipe_for
 from lipsync_fix.sync.frontend import ClipReader, Progress, Segment
@@ -54,6 +60,15 @@ from lipsync_fix.sync.scoring import (
     num_windows,
     score_rows,
 )
+from lipsync_fix.sync.timeline import (
+    OffsetModel,
+    SegmentEvidence,
+    TimelineOptions,
+    fit_offset_model,
+)
+
+TIMELINE_BUDGET_FACTOR = 2
+"""An offset that seems to change over time may take this many times ``max_segments``."""
 
 MAX_CONTEXT_FRAMES = 250
 """10 s: a longer averaging context would blur offsets that change within a clip."""
@@ -78,13 +93,14 @@ class SyncOptions:
     device: str = "cpu"
     precision: str = "auto"  # auto (bf16 where native), fp32 or bf16
     exhaustive: bool = False  # score every window instead of sampling segments
-    max_segments: int = 32  # budget of segments a sampled estimate decodes
+    max_segments: int = 32  # segments a sampled estimate decodes (twice if the offset moves)
     first_round: int = 6  # segments before the first check of the stopping rule
     round_size: int = 4  # segments added per further round
     min_voice_rms: float = 0.005  # a window quieter than this holds no voice
     min_usable_windows: int = 40  # 1.6 s of windows with a face and a voice
     uncertain_below: float = 0.5  # votes agreeing at or below this share: "uncertain"
     in_sync_ms: float = FRAME_MS  # |delay| up to one frame counts as in sync
+    timeline: TimelineOptions = field(default_factory=TimelineOptions)  # offset over time
 
     def __post_init__(self) -> None:
         if not (FRAMES_PER_WINDOW <= int(self.context_frames) <= MAX_CONTEXT_FRAMES):
@@ -132,6 +148,10 @@ class SyncEstimate:
     model: dict | None = None
     precision: str = "fp32"
     notes: list[str] = field(default_factory=list)
+    offset_model: str = "constant"
+    drift_ms_per_min: float = 0.0
+    segments: list[dict] = field(default_factory=list)
+    breaks: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -151,6 +171,15 @@ class SyncEstimate:
             what = f"in sync (audio {_late_or_early(self.audio_delay_ms, delay)})"
         else:
             what = f"audio is {_late_or_early(self.audio_delay_ms, delay)}"
+        if self.offset_model == "drift":
+            end = self.audio_delay_ms + self.drift_ms_per_min * self.duration_s / 60.0
+            way = "later" if self.drift_ms_per_min > 0 else "earlier"
+            what += (f"; the audio drifts {abs(self.drift_ms_per_min):.0f} ms {way} per "
+                     f"minute, from {self.audio_delay_ms:.0f} ms to {end:.0f} ms")
+        elif self.offset_model == "piecewise":
+            parts = ", ".join(f"{s['audio_delay_ms']:.0f} ms from {s['start_s']:.1f} s"
+                              for s in self.segments)
+            what += f"; the offset changes {len(self.breaks)} time(s): {parts}"
         why = f" ({'; '.join(self.notes)})" if self.notes else ""
         return (f"{self.input}: {what}, confidence {self.confidence:.2f}, "
                 f"{self.windows_used} windows, face in {100 * self.face_coverage:.0f}% of "
@@ -177,6 +206,7 @@ class SegmentScores:
     scores: np.ndarray  # (len(rows), 2S+1)
     face_frames: int
     faces_seen: int
+    cuts: tuple[int, ...] = ()  # frames (of the clip) where a new shot starts
 
     def column_sums(self) -> tuple[np.ndarray, np.ndarray]:
         valid = self.scores != OUT_OF_RANGE
@@ -242,6 +272,23 @@ class Evidence:
                 curve = np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
                 out.append((segment, int(np.argmax(curve)) - self.max_shift))
         return out
+
+    def timeline(self, options: TimelineOptions, duration_s: float) -> OffsetModel:
+        """The offset over time (:mod:`lipsync_fix.sync.timeline`) from each segment's own
+        curve, with the scene cuts found inside the scored segments."""
+        shifts_ms = (np.arange(2 * self.max_shift + 1) - self.max_shift) * FRAME_MS
+        readings = []
+        for segment in sorted(self.segments, key=lambda s: s.first_frame):
+            if len(segment.rows) == 0:
+                continue
+            sums, counts = segment.column_sums()
+            curve = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+            readings.append(SegmentEvidence(
+                segment.first_frame / VIDEO_FPS,
+                (segment.first_frame + segment.n_frames) / VIDEO_FPS,
+                shifts_ms, curve, len(segment.rows)))
+        cuts = sorted({c / VIDEO_FPS for s in self.segments for c in s.cuts})
+        return fit_offset_model(readings, cuts, options, duration_s=duration_s)
 
     def stability(self, seed: int = 0) -> float:
         """Share of bootstrap resamples of the segments whose clip curve peaks within one
@@ -345,7 +392,7 @@ def estimate_sync(
                 scores = score_rows(model, source, use, score_opts)
             counters["scored"] += len(use)
         evidence.add(SegmentScores(segment.first, segment.n_frames, use, scores,
-                                   int(has.sum()), segment.faces_seen))
+                                   int(has.sum()), segment.faces_seen, segment.cuts))
 
     if opts.exhaustive:
         starts = segment_starts(n_rows, per_segment, partial=True)
@@ -391,10 +438,30 @@ def _sample(reader, evidence, score, opts: SyncOptions, n_rows: int, per_segment
             continue
         best, _ = evidence.best()
         stability = evidence.stability()
-        if previous is not None and abs(best - previous) <= 1 and stability >= SETTLED_SHARE:
+        constant = _timeline_settled(evidence, opts.timeline, reader.duration_s)
+        if previous is not None and abs(best - previous) <= 1 and stability >= SETTLED_SHARE \
+                and constant:
             break
+        if not constant:  # a slope needs more points than a level to be read as well
+            budget = min(TIMELINE_BUDGET_FACTOR * opts.max_segments, len(order))
         previous = best
     return stability if evidence.usable_windows else 0.0
+
+
+def _timeline_settled(evidence: Evidence, options: TimelineOptions, duration_s: float) -> bool:
+    """Whether the segments so far leave no hint of an offset that changes over time.
+
+    A hint is any other model fitting better than a constant, decisive or not: a drift of
+    a few ms per segment only becomes decisive with many segments, so a hint takes the
+    whole budget rather than stopping where the constant still (barely) wins.
+    """
+    if options.model != "auto":
+        return options.model == "constant"
+    try:
+        fitted = evidence.timeline(options, duration_s)
+    except UncertainEstimateError:
+        return False
+    return fitted.kind == "constant" and min(fitted.bic.values()) >= fitted.bic["constant"]
 
 
 def _conclude(path, reader: ClipReader, evidence: Evidence, stability: float,
@@ -403,14 +470,21 @@ def _conclude(path, reader: ClipReader, evidence: Evidence, stability: float,
     s = opts.max_shift
     best, shift = evidence.best()
     votes = evidence.votes()
-    agree = sum(abs(v - (best - s)) <= 1 for _, v in votes)
+    timeline = evidence.timeline(opts.timeline, reader.duration_s)
+    if timeline.kind == "constant":
+        expected = {id(seg): best - s for seg, _ in votes}
+        delay_ms = shift * FRAME_MS
+    else:  # agreement with the model at each segment's time
+        expected = {id(seg): timeline.offset_at(seg.time_s) / FRAME_MS for seg, _ in votes}
+        delay_ms = timeline.audio_delay_ms
+        shift = delay_ms / FRAME_MS
+    agree = sum(abs(v - expected[id(seg)]) <= 1 for seg, v in votes)
     confidence = agree / len(votes) if len(votes) > 1 else 0.5 * agree
-    delay_ms = shift * FRAME_MS
     notes = []
     if evidence.usable_windows < opts.min_usable_windows:
         notes.append(f"only {evidence.usable_windows} windows with a face and a voice "
                      f"(at least {opts.min_usable_windows} are needed)")
-    if best in (0, 2 * s):
+    if timeline.kind == "constant" and best in (0, 2 * s):
         notes.append(f"the best offset is at the edge of the searched range "
                      f"(+-{s * FRAME_MS:.0f} ms): the true one may lie beyond it "
                      "(widen --max-offset-ms)")
@@ -418,12 +492,14 @@ def _conclude(path, reader: ClipReader, evidence: Evidence, stability: float,
         notes.append("one segment of evidence cannot be cross-checked")
     elif confidence <= opts.uncertain_below:
         notes.append(f"only {agree} of {len(votes)} segments agree within one frame")
-    elif stability < UNSTABLE_SHARE:
+    elif timeline.kind == "constant" and stability < UNSTABLE_SHARE:
         notes.append(f"the segments do not settle on one offset ({100 * stability:.0f}% of "
                      "resamples agree)")
+    in_sync = abs(delay_ms) <= opts.in_sync_ms if timeline.kind == "constant" \
+        else timeline.in_sync(opts.in_sync_ms)
     if notes:
         verdict = "uncertain"
-    elif abs(delay_ms) <= opts.in_sync_ms:
+    elif in_sync:
         verdict = "in_sync"
     else:
         verdict = "out_of_sync"
@@ -450,6 +526,11 @@ def _conclude(path, reader: ClipReader, evidence: Evidence, stability: float,
         model=getattr(model, "origin", None),
         precision="bf16" if score_opts.autocast == torch.bfloat16 else "fp32",
         notes=notes,
+        offset_model=timeline.kind,
+        drift_ms_per_min=round(timeline.drift_ms_per_min, 2),
+        segments=[seg.to_json() for seg in timeline.segments],
+        breaks=[round(b, 3) for b in timeline.breaks],
     )
-    estimate.evidence = evidence  # type: ignore[attr-defined]  # for the timeline model
+    estimate.evidence = evidence  # type: ignore[attr-defined]
+    estimate.timeline = timeline  # type: ignore[attr-defined]  # for the fix and the plot
     return estimate

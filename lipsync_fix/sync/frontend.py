@@ -48,13 +48,14 @@ class Segment:
 
     ``crops`` holds what the model's recipe keeps of each frame (uint8, black where there is
     no face), ``has_face`` which frames show the face, ``faces_seen`` the most faces tracked
-    at once.
+    at once, ``cuts`` the frames (of the clip) where a new shot starts.
     """
 
     first: int
     crops: np.ndarray
     has_face: np.ndarray
     faces_seen: int
+    cuts: tuple[int, ...] = ()
 
     @property
     def n_frames(self) -> int:
@@ -164,12 +165,14 @@ class ClipReader:
         for chunk in chunks:
             cropper.feed(chunk)
         tracks = cropper.close()
+        cuts = tuple(first + i for i in cropper.cut_frames)
         if not tracks:
             n = cropper.n_frames
             return Segment(first, np.zeros((n, *self.recipe.stored_shape()), np.uint8),
-                           np.zeros(n, bool), 0)
+                           np.zeros(n, bool), 0, cuts)
         found = cropper.crops_for(faces.select_main_tracks(tracks, cropper.n_frames))
-        return Segment(first, found.crops, np.asarray(found.has_face, bool), found.n_faces)
+        return Segment(first, found.crops, np.asarray(found.has_face, bool), found.n_faces,
+                       cuts)
 
 
 def frame_index_needed(index: int, wanted: deque[int], count: int) -> bool:
