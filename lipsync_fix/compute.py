@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 
 import torch
 
@@ -72,8 +73,20 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     return torch.bfloat16 if supported else None
 
 
+@contextlib.contextmanager
+def full_float32() -> Iterator[None]:
+    """No TF32 inside: on NVIDIA GPUs, cuDNN convolutions use TF32 (10-bit mantissas) by
+    default, which moves float32 results by about 1e-3; the reference numbers are float32."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Autocast to ``dtype`` on ``device``, or nothing when ``dtype`` is None."""
+    """Autocast to ``dtype`` on ``device``; with ``dtype`` None, true float32 (no TF32)."""
     if dtype is None:
-        return contextlib.nullcontext()
+        return full_float32()
     return torch.autocast(device.type, dtype=dtype)

@@ -3,25 +3,44 @@
 Everything it needs ships with the package: the face photo (scikit-image), the voice
 synthesiser (:mod:`lipsync_fix.data.synth`), ffmpeg (imageio-ffmpeg) and the small model
 trained on such clips (``demo-small`` in the registry).
+
+With ``drift_ms_per_min`` the clip's audio clock runs fast or slow, so the delay grows over
+time; with ``scenes`` > 1 the clip is several scenes (another speaker each) with an offset
+each. Then the demo fits the offset over time (:mod:`lipsync_fix.sync.timeline`), writes
+the fix (:mod:`lipsync_fix.sync.retime`) and measures the fixed copy again.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from lipsync_fix import media
-from lipsync_fix.data.synth import make_talking_head
+from lipsync_fix.data.synth import TalkingHead, make_scene_clip, make_talking_head
 from lipsync_fix.errors import UsageError
+from lipsync_fix.features.constants import FRAME_MS
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
 from lipsync_fix.sync.frontend import Progress
+from lipsync_fix.sync.retime import fix_timeline
+from lipsync_fix.sync.timeline import (
+    OffsetModel,
+    TimelineOptions,
+)
 
 DEMO_DELAY_MS = 200.0
 DEMO_SECONDS = 8.0
 MIN_SECONDS, MAX_SECONDS = 2.0, 600.0
+MAX_SCENES = 6
+MIN_SCENE_SECONDS = 4.0  # a scene needs a few 1-s segments to be told apart
+MAX_DRIFT_MS_PER_MIN = 600.0  # 1 % clock error: far beyond any real recorder
+DEMO_DRIFT_SECONDS = 60.0  # a drift needs time to show: 60 ms/min moves the offset 60 ms
+DEMO_SCENE_SECONDS = 8.0  # per scene
+SCENE_DELAY_STEPS_MS = (-320.0, 160.0, -240.0, 200.0, -160.0)
+"""How each further scene's delay differs from the one before (all at least two frames)."""
 
 
 @dataclass
@@ -48,18 +67,48 @@ def make_demo_clip(path: Path, audio_delay_ms: float, seconds: float, seed: int)
     return path
 
 
-def check_demo(out_dir: Path, audio_delay_ms: float, seconds: float,
-               options: SyncOptions) -> None:
+def demo_seconds(seconds: float | None, drift_ms_per_min: float = 0.0, scenes: int = 1) -> float:
+    """The clip length: as asked, or :data:`DEMO_SECONDS` for a constant delay,
+    :data:`DEMO_DRIFT_SECONDS` for a drift and :data:`DEMO_SCENE_SECONDS` per scene."""
+    if seconds is not None:
+        return seconds
+    if scenes > 1:
+        return DEMO_SCENE_SECONDS * scenes
+    return DEMO_DRIFT_SECONDS if drift_ms_per_min else DEMO_SECONDS
+
+
+def check_demo(out_dir: Path, audio_delay_ms: float, seconds: float | None,
+               options: SyncOptions, drift_ms_per_min: float = 0.0, scenes: int = 1) -> None:
     """Refuse a demo that cannot show what it promises, before anything is loaded or
-    written: the delay must lie inside the searched range (``options.max_offset_ms``), or
+    written: the delay must stay inside the searched range (``options.max_offset_ms``), or
     the demo would show a failure the tool itself reports as out of range."""
+    seconds = demo_seconds(seconds, drift_ms_per_min, scenes)
     if not (math.isfinite(seconds) and MIN_SECONDS <= seconds <= MAX_SECONDS):
         raise UsageError(f"the demo clip must last {MIN_SECONDS:g} to {MAX_SECONDS:g} s, "
                          f"got {seconds}")
-    limit = min(options.max_offset_ms, 1000 * seconds / 4)
-    if not (math.isfinite(audio_delay_ms) and abs(audio_delay_ms) <= limit):
-        raise UsageError(f"the demo's audio delay must be within +-{limit:.0f} ms (the searched "
-                         f"range), got {audio_delay_ms}")
+    if not (1 <= scenes <= MAX_SCENES):
+        raise UsageError(f"the demo makes 1 to {MAX_SCENES} scenes, got {scenes}")
+    if scenes > 1 and drift_ms_per_min:
+        raise UsageError("the demo makes either a drift or several scenes, not both")
+    if scenes > 1 and seconds / scenes < MIN_SCENE_SECONDS:
+        raise UsageError(f"{scenes} scenes need at least {scenes * MIN_SCENE_SECONDS:g} s "
+                         f"(--seconds), got {seconds:g}")
+    if not (math.isfinite(drift_ms_per_min) and abs(drift_ms_per_min) <= MAX_DRIFT_MS_PER_MIN):
+        raise UsageError(f"the demo's drift must be within +-{MAX_DRIFT_MS_PER_MIN:.0f} ms/min, "
+                         f"got {drift_ms_per_min}")
+    if drift_ms_per_min or scenes > 1:
+        limit = options.max_offset_ms - FRAME_MS  # keep a frame of margin inside the search
+        end_delay = audio_delay_ms + drift_ms_per_min * seconds / 60.0
+        if not (math.isfinite(audio_delay_ms)
+                and max(abs(audio_delay_ms), abs(end_delay)) <= limit):
+            raise UsageError(f"the demo's delay must stay within +-{limit:.0f} ms (the "
+                             f"searched range less a frame); it goes from "
+                             f"{audio_delay_ms:.0f} to {end_delay:.0f} ms")
+    else:
+        limit = min(options.max_offset_ms, 1000 * seconds / 4)
+        if not (math.isfinite(audio_delay_ms) and abs(audio_delay_ms) <= limit):
+            raise UsageError(f"the demo's audio delay must be within +-{limit:.0f} ms (the "
+                             f"searched range), got {audio_delay_ms}")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir} is a file; --out-dir must be a folder")
 
@@ -68,15 +117,22 @@ def run_demo(
     model: nn.Module,
     out_dir: Path,
     audio_delay_ms: float = DEMO_DELAY_MS,
-    seconds: float = DEMO_SECONDS,
+    seconds: float | None = None,
     seed: int = 2024,
     options: SyncOptions | None = None,
     progress: Progress | None = None,
-) -> DemoResult:
+    drift_ms_per_min: float = 0.0,
+    scenes: int = 1,
+    timeline: TimelineOptions | None = None,
+) -> DemoResult | TimelineDemoResult:
     """Make the clip, estimate its delay, and write the fixed copy beside it (after
-    :func:`check_demo`)."""
+    :func:`check_demo`). With a drift or several scenes it is :func:`run_timeline_demo`."""
     options = options or SyncOptions()
-    check_demo(out_dir, audio_delay_ms, seconds, options)
+    check_demo(out_dir, audio_delay_ms, seconds, options, drift_ms_per_min, scenes)
+    seconds = demo_seconds(seconds, drift_ms_per_min, scenes)
+    if drift_ms_per_min or scenes != 1:
+        return run_timeline_demo(model, out_dir, audio_delay_ms, seconds, seed, options,
+                                 progress, drift_ms_per_min, scenes, timeline)
     out_dir.mkdir(parents=True, exist_ok=True)
     clip = make_demo_clip(out_dir / "demo_out_of_sync.mp4", audio_delay_ms, seconds, seed)
     estimate = estimate_sync(clip, model, options, progress)
@@ -84,3 +140,129 @@ def run_demo(
     fix_video(clip, fixed, estimate, force=True, apply_uncertain=True)
     return DemoResult(clip, fixed, audio_delay_ms, estimate,
                       audio_delay_ms - estimate.audio_delay_ms)
+
+
+@dataclass
+class TimelineDemoResult:
+    """A drift or multi-scene demo: the truth, the fitted model, and the fixed copy's."""
+
+    clip: Path
+    fixed: Path
+    truth: TalkingHead
+    found: OffsetModel
+    after_fix: OffsetModel
+
+    def true_model(self) -> dict:
+        if self.truth.scene_delays_ms:
+            return {"model": "piecewise", "scene_starts_s": list(self.truth.scene_starts_s),
+                    "scene_delays_ms": list(self.truth.scene_delays_ms)}
+        return {"model": "drift", "audio_delay_ms": self.truth.audio_delay_ms,
+                "drift_ms_per_min": round(self.truth.drift_ms_per_min, 3)}
+
+    def worst_error_ms(self) -> float:
+        """The largest gap between the fitted and the true offset over the clip (10 Hz),
+        more than 0.5 s from a scene cut (a break that close to its cut is on target)."""
+        t = np.arange(0.05, self.truth.duration_s, 0.1)
+        cuts = np.asarray(self.truth.scene_starts_s[1:])
+        if len(cuts):
+            t = t[np.min(np.abs(t[:, None] - cuts[None, :]), axis=1) > 0.5]
+        return float(np.max(np.abs(self.found.offset_at(t) - self.truth.true_delay_ms(t))))
+
+    def to_json(self) -> dict:
+        return {"input": str(self.clip), "output": str(self.fixed),
+                **self.found.to_json(), "confidence": round(self.found.confidence, 3),
+                "truth": self.true_model(), "worst_error_ms": round(self.worst_error_ms(), 1),
+                "after_fix": self.after_fix.to_json()}
+
+    def lines(self) -> list[str]:
+        """What the demo says, in words."""
+        if self.truth.scene_delays_ms:
+            made = ", ".join(f"{d:.0f} ms from {t:.1f} s" for t, d in
+                             zip(self.truth.scene_starts_s, self.truth.scene_delays_ms,
+                                 strict=True))
+            made = f"{len(self.truth.scene_delays_ms)} scenes with the audio late by {made}"
+        else:
+            delay = self.truth.audio_delay_ms
+            made = (f"the audio {abs(delay):.0f} ms {'late' if delay >= 0 else 'early'}, "
+                    f"drifting {self.truth.drift_ms_per_min:+.0f} ms/min")
+        verdict = "in sync" if self.after_fix.in_sync() else "NOT in sync"
+        return [f"made    {self.clip} with {made}",
+                f"found   {self.found.describe()} (worst error {self.worst_error_ms():.0f} ms)",
+                f"wrote   {self.fixed}",
+                f"checked {self.fixed}: {self.after_fix.describe()}: {verdict}"]
+
+
+def clip_timeline(
+    path: str | Path,
+    model: nn.Module,
+    options: SyncOptions | None = None,
+    timeline: TimelineOptions | None = None,
+    progress: Progress | None = None,
+) -> OffsetModel:
+    """The offset model of a video file, as the main job's estimate fits it."""
+    opts = options or SyncOptions()
+    if timeline is not None:
+        opts = replace(opts, timeline=timeline)
+    return estimate_sync(path, model, opts, progress).timeline  # type: ignore[attr-defined]
+
+
+def scene_delays(first_ms: float, scenes: int, limit_ms: float) -> list[float]:
+    """The demo's per-scene delays: ``first_ms``, then steps of
+    :data:`SCENE_DELAY_STEPS_MS`, turned around where they would leave +-``limit_ms``."""
+    delays = [first_ms]
+    for k in range(scenes - 1):
+        step = SCENE_DELAY_STEPS_MS[k % len(SCENE_DELAY_STEPS_MS)]
+        nxt = delays[-1] + step
+        if abs(nxt) > limit_ms:
+            nxt = delays[-1] - step
+        delays.append(float(np.clip(nxt, -limit_ms, limit_ms)))
+    return delays
+
+
+def make_timeline_clip(
+    path: Path, audio_delay_ms: float, seconds: float, seed: int,
+    drift_ms_per_min: float = 0.0, scenes: int = 1, limit_ms: float = 400.0,
+) -> TalkingHead:
+    """Render the drift or multi-scene clip as mp4 and return what it was made from."""
+    if scenes > 1:
+        clip = make_scene_clip(seed, [seconds / scenes] * scenes,
+                               scene_delays(audio_delay_ms, scenes, limit_ms))
+    else:
+        clip = make_talking_head(seed, duration_s=seconds, audio_delay_ms=audio_delay_ms,
+                                 audio_clock_ppm=drift_ms_per_min / 0.06)
+    media.write_video(path, clip.frames, clip.fps, audio=clip.audio,
+                      sample_rate=clip.sample_rate)
+    return clip
+
+
+def run_timeline_demo(
+    model: nn.Module,
+    out_dir: Path,
+    audio_delay_ms: float = DEMO_DELAY_MS,
+    seconds: float | None = None,
+    seed: int = 2024,
+    options: SyncOptions | None = None,
+    progress: Progress | None = None,
+    drift_ms_per_min: float = 0.0,
+    scenes: int = 1,
+    timeline: TimelineOptions | None = None,
+) -> TimelineDemoResult:
+    """Make a drifting or multi-scene clip, fit the offset over time, fix it, re-measure.
+
+    ``seconds`` defaults to :data:`DEMO_DRIFT_SECONDS` for a drift and
+    :data:`DEMO_SCENE_SECONDS` per scene.
+    """
+    options = options or SyncOptions()
+    check_demo(out_dir, audio_delay_ms, seconds, options, drift_ms_per_min, scenes)
+    seconds = demo_seconds(seconds, drift_ms_per_min, scenes)
+    limit = options.max_offset_ms - FRAME_MS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"demo_{scenes}_scenes" if scenes > 1 else "demo_drift"
+    clip_path = out_dir / f"{name}.mp4"
+    truth = make_timeline_clip(clip_path, audio_delay_ms, seconds, seed, drift_ms_per_min,
+                               scenes, min(limit, 400.0))
+    found = clip_timeline(clip_path, model, options, timeline, progress)
+    fixed = out_dir / f"{name}_fixed.mp4"
+    fix_timeline(clip_path, fixed, found, force=True)
+    after = clip_timeline(fixed, model, options, timeline, progress)
+    return TimelineDemoResult(clip_path, fixed, truth, found, after)

@@ -1,18 +1,12 @@
-"""Checkpoint reading/writing and the registry's checksummed downloads."""
+"""Checkpoint reading and writing (the registry and downloads: test_registry.py)."""
 
 from __future__ import annotations
-
-import hashlib
-import http.server
-import threading
-from pathlib import Path
 
 import pytest
 import torch
 
 from lipsync_fix.errors import CheckpointError
 from lipsync_fix.models import load_model, read_checkpoint, save_checkpoint
-from lipsync_fix.models.registry import load_registry, resolve_checkpoint
 from lipsync_fix.models.vocalist import PRESETS, ModelDimensions, VocaLiST
 
 
@@ -72,56 +66,3 @@ def test_rejects_garbage_and_unsafe_files(tmp_path):
         read_checkpoint(tmp_path / "evil.pth")
     with pytest.raises(CheckpointError):
         read_checkpoint(tmp_path / "missing.pth")
-
-
-def test_registry_names_and_manual_entries(tmp_path):
-    registry = load_registry()
-    assert "vocalist-lrs2" in registry
-    with pytest.raises(CheckpointError, match="unknown checkpoint"):
-        resolve_checkpoint("no-such-model", registry, tmp_path)
-    with pytest.raises(CheckpointError, match=r"drive\.google\.com"):
-        resolve_checkpoint("vocalist-lrs2", registry, tmp_path)
-    (tmp_path / registry["vocalist-lrs2"]["filename"]).write_bytes(b"x")
-    assert resolve_checkpoint("vocalist-lrs2", registry, tmp_path).is_file()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture()
-def local_server(tmp_path):
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = lambda *a, **k: _QuietHandler(*a, directory=str(served), **k)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-def test_download_checks_sha256(tmp_path, local_server, tiny_model):
-    served, base = local_server
-    save_checkpoint(served / "tiny.pth", tiny_model)
-    digest = hashlib.sha256((served / "tiny.pth").read_bytes()).hexdigest()
-    cache = tmp_path / "cache"
-    registry = {
-        "good": {"filename": "tiny.pth", "url": f"{base}/tiny.pth", "sha256": digest},
-        "bad": {"filename": "bad.pth", "url": f"{base}/tiny.pth", "sha256": "0" * 64},
-        "gone": {"filename": "gone.pth", "url": f"{base}/gone.pth", "sha256": "0" * 64},
-    }
-    seen = []
-    path = resolve_checkpoint("good", registry, cache, progress=lambda d, t: seen.append(d))
-    assert path == cache / "tiny.pth" and seen
-    assert load_model(path, family="vocalist").dims == PRESETS["tiny"]
-    with pytest.raises(CheckpointError, match="sha256"):
-        resolve_checkpoint("bad", registry, cache)
-    with pytest.raises(CheckpointError, match="cannot download"):
-        resolve_checkpoint("gone", registry, cache)
-    assert sorted(p.name for p in cache.iterdir()) == ["tiny.pth"]  # no partial files
-    # A cached file is re-checked: tampering is caught on the next use.
-    Path(path).write_bytes(b"tampered")
-    with pytest.raises(CheckpointError, match="sha256"):
-        resolve_checkpoint("good", registry, cache)

@@ -163,12 +163,15 @@ def test_shift_audio_longer_than_the_audio_is_refused(tmp_path):
         media.shift_audio(clip, tmp_path / "out.mp4", -5.0)
 
 
-@needs_shared
 def test_failed_writes_leave_no_file_behind(tmp_path):
-    # ffmpeg creates the output, then cannot put H.264 in a WAV file.
-    with pytest.raises(MediaError, match="Could not write"):
-        media.shift_audio(PHONE, tmp_path / "fixed.wav", 0.1)
-    assert list(tmp_path.iterdir()) == []
+    # ffmpeg creates the output, then finds that MP4 cannot hold HuffYUV video (which is
+    # copied, never re-encoded): the error names the stream and nothing is left behind.
+    src = tmp_path / "huffyuv.mkv"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-f", "lavfi",
+            "-i", "sine=r=16000", "-t", "1", "-c:v", "huffyuv", "-c:a", "pcm_s16le", str(src))
+    with pytest.raises(MediaError, match="cannot hold the huffyuv video stream #0"):
+        media.shift_audio(src, tmp_path / "fixed.mp4", 0.1)
+    assert [p.name for p in tmp_path.iterdir()] == ["huffyuv.mkv"]
 
 
 @needs_shared
@@ -229,7 +232,7 @@ def _png(tmp_path: Path) -> Path:
     ("make", "expected"),
     [
         (_missing, "does not exist"),
-        (_text_as_mp4, "not a readable media file"),
+        (_text_as_mp4, "is a text file, not a media file"),
         pytest.param(_truncated_mp4, "not a readable media file", marks=needs_shared),
         (_audio_only, "has no video stream"),
         (_silent_video, "has no audio stream"),

@@ -24,7 +24,13 @@ from pathlib import Path
 
 import typer
 
-from lipsync_fix.cli import main_job, research, separation  # noqa: F401  (registers commands)
+from lipsync_fix.cli import (  # noqa: F401  (registers commands)
+    lse,
+    main_job,
+    models,
+    research,
+    separation,
+)
 from lipsync_fix.cli.app import Session, app, print_error, print_json
 from lipsync_fix.errors import LipsyncError
 from lipsync_fix.media import VIDEO_SUFFIXES

@@ -121,6 +121,14 @@ Checkpoint = Annotated[
 Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")]
 Precision = Annotated[str, typer.Option(
     help="auto (bf16 where the hardware runs it natively), fp32 or bf16.")]
+Exhaustive = Annotated[bool, typer.Option(
+    help="Score every window instead of sampling segments until the offset is settled.")]
+MaxSegments = Annotated[int, typer.Option(
+    help="Most 1-s segments a sampled estimate decodes and scores (a budget for huge files).")]
+OffsetModelName = Annotated[str, typer.Option(
+    "--offset-model", "--model",
+    help="How the offset may change over time: auto (chosen by the evidence), constant, "
+         "drift or piecewise.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or chatter.")]
 Json = Annotated[bool, typer.Option(
     "--json", help="Print one JSON object per result on stdout, and nothing else there.")]

@@ -19,11 +19,15 @@ from lipsync_fix.cli.app import (
     Detector,
     DetectorName,
     Device,
+    Exhaustive,
     FaceBox,
     Force,
     Inputs,
     Json,
     MaxOffset,
+    MaxSegments,
+    OffsetModelName,
+    Precision,
     Quiet,
     Report,
     Session,
@@ -37,11 +41,28 @@ from lipsync_fix.cli.app import (
     say,
 )
 from lipsync_fix.compute import resolve_device
-from lipsync_fix.demo import check_demo, run_demo
+from lipsync_fix.demo import TimelineDemoResult, check_demo, run_demo
 from lipsync_fix.errors import UsageError
-from lipsync_fix.models import load_model, load_registry
+from lipsync_fix.models import load_model
+from lipsync_fix.models.registry import default_model_name, default_model_notice
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
 from lipsync_fix.sync.plot import plot_scores
+from lipsync_fix.sync.timeline import TimelineOptions
+
+DefaultCheckpoint = Annotated[str | None, typer.Option(
+    "--checkpoint", "-c", show_default=False,
+    help="Checkpoint path or registry name [default: vocalist-lrs2 when it is in the cache, "
+         "else syncnet-v2, downloaded on first use].")]
+
+
+def _checkpoint_or_default(checkpoint: str | None, quiet: bool) -> str:
+    """The checkpoint asked for, or the default model (saying which on stderr, one line)."""
+    if checkpoint is not None:
+        return checkpoint
+    name = default_model_name()
+    if not quiet:
+        note(default_model_notice(name))
+    return name
 
 MAX_SHIFT_MS = 24 * 3600 * 1000.0  # a day: anything longer is a typo, not a delay
 
@@ -85,11 +106,14 @@ def _run(jobs, work, report, force, json_lines, quiet, describe) -> None:
 
 
 def _sync_options(context: int, max_offset_ms: float, detector: str, face_box: str | None,
-                  device: str) -> SyncOptions:
+                  device: str, precision: str, exhaustive: bool, max_segments: int,
+                  offset_model: str) -> SyncOptions:
     """The estimate's options, checked (numbers, face box) before any input is read."""
     return SyncOptions(context_frames=context, max_offset_ms=max_offset_ms,
                        detector=str(getattr(detector, "value", detector)),
-                       face_box=check_face_box(face_box), device=device)
+                       face_box=check_face_box(face_box), device=device,
+                       precision=precision, exhaustive=exhaustive, max_segments=max_segments,
+                       timeline=TimelineOptions(model=offset_model))
 
 
 @app.command("fix")
@@ -100,12 +124,16 @@ def fix_command(
     force: Force = False,
     apply_uncertain: Annotated[bool, typer.Option(
         help="Also fix when the estimate is uncertain.")] = False,
-    checkpoint: Checkpoint = "vocalist-lrs2",
+    checkpoint: DefaultCheckpoint = None,
     context: Context = 25,
     max_offset_ms: MaxOffset = 600.0,
     detector: Detector = DetectorName.auto,
     face_box: FaceBox = None,
     device: Device = "cpu",
+    precision: Precision = "auto",
+    exhaustive: Exhaustive = False,
+    max_segments: MaxSegments = 32,
+    offset_model: OffsetModelName = "auto",
     json_lines: Json = False,
     report: Report = None,
     shard: Shard = None,
@@ -116,13 +144,15 @@ def fix_command(
     The video stream is copied bit for bit; the audio is shifted sample-exactly (trimmed
     or padded with silence, duration kept). Existing outputs are kept unless --force.
     """
-    options = _sync_options(context, max_offset_ms, detector, face_box, device)
+    options = _sync_options(context, max_offset_ms, detector, face_box, device, precision,
+                            exhaustive, max_segments, offset_model)
     if output is None:
         raise UsageError("give an output with -o OUT (a file, or a folder for several inputs)")
     jobs = batch.select_shard(batch.plan_jobs(inputs, output, force=force), shard)
     if report is not None:
         batch.check_report_path(report, [j.input for j in jobs], force)
-    model = load_model(checkpoint, resolve_device(device))
+    model = load_model(_checkpoint_or_default(checkpoint, quiet), resolve_device(device),
+                       quiet=quiet or json_lines)
 
     def work(job: batch.Job, progress) -> dict:
         assert job.output is not None
@@ -140,12 +170,16 @@ def fix_command(
 @app.command("score")
 def score_command(
     inputs: Inputs,
-    checkpoint: Checkpoint = "vocalist-lrs2",
+    checkpoint: DefaultCheckpoint = None,
     context: Context = 25,
     max_offset_ms: MaxOffset = 600.0,
     detector: Detector = DetectorName.auto,
     face_box: FaceBox = None,
     device: Device = "cpu",
+    precision: Precision = "auto",
+    exhaustive: Exhaustive = False,
+    max_segments: MaxSegments = 32,
+    offset_model: OffsetModelName = "auto",
     json_lines: Json = False,
     plot: Annotated[Path | None, typer.Option(
         help="Draw score vs offset to a PNG (a folder of PNGs, mirroring the inputs, for "
@@ -156,13 +190,15 @@ def score_command(
     quiet: Quiet = False,
 ) -> None:
     """Estimate each video's audio delay without writing a video."""
-    options = _sync_options(context, max_offset_ms, detector, face_box, device)
+    options = _sync_options(context, max_offset_ms, detector, face_box, device, precision,
+                            exhaustive, max_segments, offset_model)
     jobs = batch.select_shard(
         batch.plan_jobs(inputs, plot, tag="", suffix=".png", force=force, option="--plot"),
         shard)
     if report is not None:
         batch.check_report_path(report, [j.input for j in jobs], force)
-    model = load_model(checkpoint, resolve_device(device))
+    model = load_model(_checkpoint_or_default(checkpoint, quiet), resolve_device(device),
+                       quiet=quiet or json_lines)
 
     def work(job: batch.Job, progress) -> dict:
         estimate = estimate_sync(job.input, model, options, progress)
@@ -211,8 +247,16 @@ def demo_command(
     out_dir: Annotated[Path, typer.Option(help="Where the demo clips are written.")] =
         Path("demo_output"),
     audio_delay_ms: Annotated[float, typer.Option(help="The delay built into the clip.")] = 200.0,
-    seconds: Annotated[float, typer.Option(help="Length of the generated clip.")] = 8.0,
+    seconds: Annotated[float | None, typer.Option(
+        help="Length of the generated clip (default 8 s; 60 s with a drift, 8 s a scene)."
+    )] = None,
     seed: Annotated[int, typer.Option(help="Which generated speaker and sentence.")] = 2024,
+    drift_ms_per_min: Annotated[float, typer.Option(
+        help="Make the audio clock run fast (slow if negative): the delay grows this much a "
+             "minute; the offset over time is then fitted and fixed.")] = 0.0,
+    scenes: Annotated[int, typer.Option(
+        help="Make this many scenes (another speaker each, hard cuts), each with its own "
+             "delay; the offset per scene is then fitted and fixed.")] = 1,
     checkpoint: Checkpoint = "demo-small",
     device: Device = "cpu",
     json_line: Json = False,
@@ -220,17 +264,23 @@ def demo_command(
 ) -> None:
     """Make a talking-head clip with a known audio delay, fix it, and compare (offline)."""
     options = SyncOptions(device=device)
-    check_demo(out_dir, audio_delay_ms, seconds, options)  # before the model loads
-    model = load_model(checkpoint, resolve_device(device))
+    # refused before the model loads
+    check_demo(out_dir, audio_delay_ms, seconds, options, drift_ms_per_min, scenes)
+    model = load_model(checkpoint, resolve_device(device), quiet=quiet or json_line)
     with progress_bar(quiet or json_line) as bar:
         task = bar.add_task("demo", total=None)
 
         def progress(stage: str, done: int, total: int) -> None:
             bar.update(task, description=stage, completed=done, total=total)
 
-        result = run_demo(model, out_dir, audio_delay_ms, seconds, seed, options, progress)
+        result = run_demo(model, out_dir, audio_delay_ms, seconds, seed, options, progress,
+                          drift_ms_per_min=drift_ms_per_min, scenes=scenes)
     if json_line:
         print_json(result.to_json())
+        return
+    if isinstance(result, TimelineDemoResult):
+        for line in result.lines():
+            say(line)
         return
     est = result.estimate
     say(f"made    {result.clip} with the audio {audio_delay_ms:.0f} ms late")
@@ -239,12 +289,3 @@ def demo_command(
         f"(off by {abs(result.residual_ms):.0f} ms = {abs(result.residual_ms) / 40:.2f} frames)")
     say(f"wrote   {result.fixed} with the audio moved {est.audio_delay_ms:.0f} ms earlier")
 
-
-@app.command("models")
-def models_command(json_lines: Json = False) -> None:
-    """List the models lipsync-fix knows by name."""
-    for name, entry in sorted(load_registry().items()):
-        if json_lines:
-            print_json({"name": name, **entry})
-        else:
-            say(f"{name:22s} {entry.get('description', '')}")

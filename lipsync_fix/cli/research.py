@@ -32,12 +32,14 @@ from lipsync_fix.compute import resolve_device
 from lipsync_fix.data.preprocess import preprocess_folder
 from lipsync_fix.data.synth import write_synthetic_dataset
 from lipsync_fix.errors import OutputExistsError, UsageError
-from lipsync_fix.evaluation.bench import run_scorer_benchmark
+from lipsync_fix.evaluation.bench_main_job import run_main_job_benchmark
+from lipsync_fix.evaluation.bench_scorer import run_scorer_benchmark
 from lipsync_fix.evaluation.golden import check_against_reference
 from lipsync_fix.evaluation.protocols import EvalResult, evaluate_folder, get_protocol, write_result
 from lipsync_fix.models import export_for_inference, load_model, sha256_of
 from lipsync_fix.sync.scoring import ScoreOptions
 from lipsync_fix.training import TrainConfig, train
+from lipsync_fix.training.distributed import process_group
 
 
 @app.command("check")
@@ -210,9 +212,11 @@ def eval_command(
         if target is not None:
             batch.check_output(target, suffix=suffix, force=force, option=option)
     dev = resolve_device(device)
-    model = load_model(checkpoint, dev)
     running = EvalResult(proto.name)
-    with progress_bar(quiet or json_line) as bar:
+    # Under torchrun every rank scores its share of the clips; rank 0 reports the table.
+    with process_group(dev.type == "cuda") as ranks, \
+            progress_bar(quiet or json_line or not ranks.main) as bar:
+        model = load_model(checkpoint, dev)
         task = bar.add_task("clips", total=None)
 
         def on_clip(done: int, total: int, record: dict) -> None:
@@ -222,7 +226,10 @@ def eval_command(
             bar.update(task, completed=done, total=total, description=f"clips | {line}")
 
         result = evaluate_folder(model, data_root, proto, split,
-                                 ScoreOptions(mode=mode, device=dev), limit, on_clip, var)
+                                 ScoreOptions(mode=mode, device=dev), limit, on_clip, var,
+                                 ranks)
+    if not ranks.main:
+        return
     for target in (json_out, csv_out):
         if target is not None:
             write_result(result, target)
@@ -266,6 +273,10 @@ def bench_scorer(
         f"({result.offsets_compared} rows with a clear best), "
         f"max score difference {result.max_abs_score_diff:.2e}")
     say(f"achieved {result.gflops:.1f} GFLOP/s; measured matmul {result.matmul_gflops:.1f}")
+    say(f"bf16:      {result.bf16_s_per_window:.4f} s/window, {result.bf16_speedup:.2f}x "
+        f"float32; same best shift on {100 * result.bf16_offsets_agree:.0f}% of clear "
+        f"rows; {result.bf16_gflops:.1f} GFLOP/s = {100 * result.bf16_peak_share:.0f}% "
+        f"of the measured bf16 matmul rate ({result.bf16_matmul_gflops:.0f} GFLOP/s)")
     if result.speedup <= 1:
         note(f"warning: cached scoring was not faster than reference scoring here "
              f"({result.speedup:.2f}x); timings on a busy machine are unreliable")
@@ -286,3 +297,44 @@ def report_merge_command(
                     "failed": failed})
         return
     say(f"wrote {output}: {len(records)} inputs from {len(reports)} reports, {failed} failed")
+
+
+@bench_app.command("main-job")
+def bench_main_job(
+    work_dir: Annotated[Path, typer.Option(
+        help="Where the generated clips are written (kept for reruns).")] =
+        Path("bench_main_job"),
+    long_minutes: Annotated[float, typer.Option(
+        min=1.0, max=120.0, help="Length of the long 720p clip, in minutes.")] = 10.0,
+    sweep: Annotated[bool, typer.Option(
+        help="Also run the accuracy sweep with the bundled model.")] = True,
+    memory: Annotated[bool, typer.Option(
+        help="Also measure peak RSS on an hour of 720p and on a 4K clip.")] = False,
+    device: Device = "cpu",
+    precision: Annotated[str, typer.Option(help="auto, fp32 or bf16 for the fast runs.")] =
+        "auto",
+    fixed_face: Annotated[bool, typer.Option(
+        help="Give the long runs the clips' known face box (no face detection timed).")] =
+        False,
+    json_line: Json = False,
+) -> None:
+    """The default (sampled) estimate against scoring every window: accuracy on known
+    delays, time per second of video, peak memory."""
+    result = run_main_job_benchmark(work_dir, long_minutes, device, precision, sweep, memory,
+                                    log=note, fixed_face=fixed_face)
+    s = result.summary
+    if json_line:
+        print_json(s)
+        return
+    say(f"device {result.device}, precision {result.precision}")
+    if sweep:
+        say(f"sweep: {result.sweep_clips} clips; within one frame of the truth: sampled "
+            f"{100 * result.fast_within_frame:.0f}%, exhaustive "
+            f"{100 * result.exhaustive_within_frame:.0f}%; they agree on "
+            f"{100 * result.agreement:.0f}%; median segments scored "
+            f"{result.segments_needed_median:g}")
+    say(f"exhaustive: {s['exhaustive_x_realtime']:.2f}x real time; sampled: "
+        f"{s['fast_x_realtime']:.3f}x at its budget, {s['fast_x_realtime_settled']:.3f}x "
+        f"when settled ({s['speedup']:.1f}x / {s['speedup_settled']:.1f}x faster); "
+        f"60 s clip {s['fast_60s_x_realtime']:.2f}x / "
+        f"{s['fast_60s_x_realtime_settled']:.2f}x; peak RSS {s['peak_rss_mb']:.0f} MB")

@@ -77,23 +77,31 @@ def read_wav(path: Path) -> np.ndarray:
     return wav.mean(axis=1)
 
 
-def load_clip(folder: str | Path) -> Clip:
-    """Read a clip folder: all frames and the audio."""
+def load_clip(folder: str | Path, size: int = CROP_SIZE) -> Clip:
+    """Read a clip folder: all frames (``size`` x ``size``) and the audio."""
     folder = Path(folder)
     n = frame_count(folder)
     if n == 0:
         raise MediaError(f"clip folder {folder} holds no 0.jpg")
-    crops = np.stack([read_crop(folder / f"{i}.jpg") for i in range(n)])
+    crops = np.stack([read_crop(folder / f"{i}.jpg", size) for i in range(n)])
     return Clip(folder, crops, read_wav(folder / AUDIO_NAME))
 
 
-def read_crop(path: Path) -> np.ndarray:
-    """One 96x96 BGR crop as the reference reads it (cv2, resized if needed)."""
+def crop_side(folder: str | Path) -> int:
+    """The side of a clip folder's crops (96 for Wav2Lip's recipe, 224 for SyncNet's)."""
+    img = cv2.imread(str(Path(folder) / "0.jpg"), cv2.IMREAD_COLOR)
+    if img is None:
+        raise MediaError(f"cannot read image {Path(folder) / '0.jpg'}")
+    return int(img.shape[0])
+
+
+def read_crop(path: Path, size: int = CROP_SIZE) -> np.ndarray:
+    """One BGR crop as the reference reads it (cv2, resized to ``size`` if needed)."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise MediaError(f"cannot read image {path}")
-    if img.shape[:2] != (CROP_SIZE, CROP_SIZE):
-        img = cv2.resize(img, (CROP_SIZE, CROP_SIZE))
+    if img.shape[:2] != (size, size):
+        img = cv2.resize(img, (size, size))
     return img
 
 

@@ -18,16 +18,23 @@ from lipsync_fix import batch, faces, media
 from lipsync_fix.data.layout import DONE_MARK, write_clip
 from lipsync_fix.errors import LipsyncError
 from lipsync_fix.features.constants import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
+from lipsync_fix.features.inputs import RECIPES, WAV2LIP, InputRecipe
+from lipsync_fix.sync.frontend import DECODE_CHUNK_FRAMES, DECODE_MAX_SIDE
 
 
 def main_face_run(
-    frame_chunks: Iterable[np.ndarray], fps: float = VIDEO_FPS, detector: str = "auto"
+    frame_chunks: Iterable[np.ndarray], fps: float = VIDEO_FPS, detector: str = "auto",
+    recipe: InputRecipe = WAV2LIP,
 ) -> tuple[np.ndarray, int]:
     """Crops of the longest run of frames showing the main face, and its first frame.
 
     The authors' layout has no gaps (frames are numbered 0..N-1 and stop at the first
-    missing one), so frames without the face cannot be kept."""
-    found = faces.extract_face_crops(frame_chunks, faces.make_detector(detector), fps=fps)
+    missing one), so frames without the face cannot be kept. ``recipe`` decides the crops:
+    Wav2Lip's 96x96 (VocaLiST, SyncNet*) or the original SyncNet's 224x224."""
+    side = recipe.crop_size
+    found = faces.extract_face_crops(
+        frame_chunks, faces.make_detector(detector), fps=fps, crop=recipe.full_crop,
+        crop_shape=(side, side, 3))
     has = np.asarray(found.has_face, dtype=bool)
     best_start, best_len, start = 0, 0, None
     for i, flag in enumerate([*has, False]):
@@ -40,13 +47,17 @@ def main_face_run(
     return found.crops[best_start : best_start + best_len], best_start
 
 
-def preprocess_video(src: Path, out_dir: Path, detector: str = "auto") -> dict:
-    """One video -> one clip folder; returns a summary line for the report."""
+def preprocess_video(
+    src: Path, out_dir: Path, detector: str = "auto", inputs: str = "wav2lip"
+) -> dict:
+    """One video -> one clip folder; returns a summary line for the report. ``inputs``
+    names the model family's crops (:data:`lipsync_fix.features.inputs.RECIPES`)."""
     info = media.probe(src)
     media.require_video_and_audio(info)
-    crops, first = main_face_run(media.iter_video_frames(src, fps=VIDEO_FPS), VIDEO_FPS,
-                                 detector)
-    wav = media.decode_audio(src, SAMPLE_RATE)
+    frames = media.iter_video_frames(src, VIDEO_FPS, DECODE_CHUNK_FRAMES,
+                                     max_side=DECODE_MAX_SIDE, info=info)
+    crops, first = main_face_run(frames, VIDEO_FPS, detector, RECIPES[inputs])
+    wav = media.decode_audio(src, SAMPLE_RATE, info=info)
     start = first * SAMPLES_PER_FRAME
     wav = wav[start : start + len(crops) * SAMPLES_PER_FRAME]
     write_clip(out_dir, crops, wav)
@@ -60,10 +71,10 @@ class PreprocessSummary:
     failed: list[dict] = field(default_factory=list)  # could not be used: {"input", "error"}
 
 
-def _one(job: tuple[Path, Path, str]) -> dict:
-    src, dst, detector = job
+def _one(job: tuple[Path, Path, str, str]) -> dict:
+    src, dst, detector, inputs = job
     try:
-        return preprocess_video(src, dst, detector)
+        return preprocess_video(src, dst, detector, inputs)
     except LipsyncError as exc:
         return {"input": str(src), "error": str(exc)}
 
@@ -75,6 +86,7 @@ def preprocess_folder(
     workers: int = 1,
     on_done: Callable[[int, int, dict], None] | None = None,
     shard: str | None = None,
+    inputs: str = "wav2lip",
 ) -> PreprocessSummary:
     """Every video under ``raw_dir`` -> a clip folder under ``out_dir`` (same relative
     path, without suffix). Resumable: finished clips are skipped; parallel over files;
@@ -88,7 +100,7 @@ def preprocess_folder(
         if (dst / DONE_MARK).is_file():
             skipped.append({"input": str(src), "reason": "already done"})
         else:
-            jobs.append((src, dst, detector))
+            jobs.append((src, dst, detector, inputs))
     done: list[dict] = []
     failed: list[dict] = []
     with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Serial() as pool:

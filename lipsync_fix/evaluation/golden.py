@@ -26,35 +26,47 @@ from lipsync_fix.sync.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
 GOLDEN = Path(__file__).resolve().parents[1] / "assets" / "golden"
 
 
+def rule_tensor(key: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """One entry of the golden weight rule: drawn from a generator seeded by the CRC32 of
+    its key, in a range that depends on what the entry is (so no checkpoint file is needed
+    to reproduce the reference's numbers). The rule is shared by the VocaLiST and the
+    SyncNet golden data."""
+    if key.endswith(("num_batches_tracked", "_float_tensor")):
+        return torch.zeros(shape, dtype=dtype)
+    if key.endswith(".version"):
+        return torch.full(shape, 2.0, dtype=dtype)
+    if key.endswith("running_var"):
+        lo, hi = 0.5, 1.5
+    elif key.endswith("running_mean"):
+        lo, hi = -0.1, 0.1
+    elif len(shape) == 1 and key.endswith("weight"):
+        lo, hi = 0.8, 1.2
+    elif len(shape) == 1:
+        lo, hi = -0.05, 0.05
+    else:
+        bound = float(np.sqrt(3.0 / np.prod(shape[1:])))
+        lo, hi = -bound, bound
+    rng = np.random.default_rng(zlib.crc32(key.encode("utf-8")))
+    values = rng.uniform(lo, hi, int(np.prod(shape))).astype(np.float32)
+    return torch.from_numpy(values.reshape(shape))
+
+
 def rule_state_dict(manifest_path: Path = GOLDEN / "state_dict_manifest.json") -> dict:
-    """The weights the golden numbers were made with: every entry drawn from a generator
-    seeded by the CRC32 of its key, in a range that depends on what the entry is."""
+    """The weights the golden numbers were made with, for every entry of a manifest
+    (``{"entries": [{"key", "shape", "dtype"}, ...]}``), in its order."""
     manifest = json.loads(manifest_path.read_text())
-    state = {}
-    for entry in manifest["entries"]:
-        key, shape = entry["key"], tuple(entry["shape"])
-        dtype = getattr(torch, entry["dtype"])
-        if key.endswith(("num_batches_tracked", "_float_tensor")):
-            state[key] = torch.zeros(shape, dtype=dtype)
-            continue
-        if key.endswith(".version"):
-            state[key] = torch.full(shape, 2.0, dtype=dtype)
-            continue
-        if key.endswith("running_var"):
-            lo, hi = 0.5, 1.5
-        elif key.endswith("running_mean"):
-            lo, hi = -0.1, 0.1
-        elif len(shape) == 1 and key.endswith("weight"):
-            lo, hi = 0.8, 1.2
-        elif len(shape) == 1:
-            lo, hi = -0.05, 0.05
-        else:
-            bound = float(np.sqrt(3.0 / np.prod(shape[1:])))
-            lo, hi = -bound, bound
-        rng = np.random.default_rng(zlib.crc32(key.encode("utf-8")))
-        values = rng.uniform(lo, hi, int(np.prod(shape))).astype(np.float32)
-        state[key] = torch.from_numpy(values.reshape(shape))
-    return state
+    return {
+        entry["key"]: rule_tensor(entry["key"], tuple(entry["shape"]),
+                                  getattr(torch, entry["dtype"]))
+        for entry in manifest["entries"]
+    }
+
+
+def rule_weights(model: torch.nn.Module) -> dict:
+    """The golden rule's weights for ``model``'s own state-dict layout (no manifest file
+    needed: for benchmarks and tests of models whose manifest is not shipped)."""
+    return {key: rule_tensor(key, tuple(value.shape), value.dtype)
+            for key, value in model.state_dict().items()}
 
 
 def golden_model() -> VocaLiST:

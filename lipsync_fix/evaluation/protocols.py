@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from lipsync_fix.data.layout import list_clips, load_clip
+from lipsync_fix.data.layout import crop_side, list_clips, load_clip
 from lipsync_fix.errors import LipsyncError
-from lipsync_fix.features.mel import log_mel_spectrogram
-from lipsync_fix.features.visual import lower_half
+from lipsync_fix.features.constants import FRAMES_PER_WINDOW
+from lipsync_fix.features.inputs import recipe_for
 from lipsync_fix.files import write_atomically
-from lipsync_fix.models.vocalist import FRAMES_PER_WINDOW
 from lipsync_fix.sync.offsets import accuracy
-from lipsync_fix.sync.scoring import ScoreOptions, score_matrix, window_frames
+from lipsync_fix.sync.scoring import ScoreOptions, clip_source, score_rows, window_frames
+from lipsync_fix.training.distributed import Dist, gather
 
 
 @dataclass(frozen=True)
@@ -130,29 +130,40 @@ def evaluate_folder(
     limit: int | None = None,
     on_clip: Callable[[int, int, dict], None] | None = None,
     var: bool = False,
+    ranks: Dist | None = None,
 ) -> EvalResult:
     """Score every clip of a split and aggregate the protocol's accuracies.
 
     Clips too short for one window or unreadable are skipped and listed, not fatal:
     one bad folder in a dataset of thousands should not lose an evaluation run.
-    ``var``: evaluate a context-specific model at its own window length only.
+    ``var``: evaluate a context-specific model at its own window length only. Under
+    ``torchrun`` (``ranks`` of several processes, from
+    :func:`lipsync_fix.training.distributed.process_group`) each rank scores every N-th
+    clip and every rank returns the whole table.
     """
+    ctx = ranks or Dist(0, 1, 0)
     window = window_frames(model, options or ScoreOptions())
     protocol = protocol.for_model(window, var)
+    recipe = recipe_for(model)
     clips = list_clips(data_root, split)[:limit]
     if not clips:
         raise LipsyncError(f"no clips found under {data_root} (split {split!r})")
+    side = crop_side(clips[0])
+    if side != recipe.crop_size:
+        raise LipsyncError(
+            f"{model.family} reads {recipe.crop_size}x{recipe.crop_size} crops, but "
+            f"{data_root} holds {side}x{side} ones (preprocess with --inputs {recipe.name})")
     result = EvalResult(protocol.name, contexts=protocol.contexts, window_frames=window)
     start = time.perf_counter()
-    for i, folder in enumerate(clips):
+    for i, folder in list(enumerate(clips))[ctx.rank :: ctx.world_size]:
         try:
-            clip = load_clip(folder)
+            clip = load_clip(folder, recipe.crop_size)
         except LipsyncError as exc:
             result.skipped.append({"clip": str(folder), "reason": str(exc)})
             continue
-        scores = score_matrix(
-            model, lower_half(clip.crops), log_mel_spectrogram(clip.wav), len(clip.wav), options
-        )
+        source = clip_source(recipe.keep(clip.crops), recipe.audio_features(clip.wav),
+                             len(clip.wav), window, recipe)
+        scores = score_rows(model, source, np.arange(source.n_rows), options)
         if scores.shape[0] == 0:
             result.skipped.append({"clip": str(folder), "reason": "shorter than one window"})
             continue
@@ -164,6 +175,21 @@ def evaluate_folder(
         if on_clip:
             on_clip(i + 1, len(clips), record)
     result.seconds = time.perf_counter() - start
+    return _gathered(result, clips, ctx)
+
+
+def _gathered(result: EvalResult, clips: list[Path], ctx: Dist) -> EvalResult:
+    """Every rank's clips in one result, in the order of the split's list."""
+    if not ctx.enabled:
+        return result
+    parts = gather(result, ctx)
+    order = {str(path): i for i, path in enumerate(clips)}
+    result.per_clip = sorted((r for p in parts for r in p.per_clip),
+                             key=lambda r: order.get(r["clip"], 0))
+    result.skipped = [s for p in parts for s in p.skipped]
+    result.clips = sum(p.clips for p in parts)
+    result.windows = sum(p.windows for p in parts)
+    result.seconds = max(p.seconds for p in parts)
     return result
 
 

@@ -19,7 +19,6 @@ from lipsync_fix.errors import LipsyncError
 from lipsync_fix.faces.boxes import Box, downscale, non_max_suppression
 
 S3FD_WEIGHTS_FILE = "s3fd-619a316812.pth"
-S3FD_WEIGHTS_URL = "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"
 
 # Haar -> S3FD geometry, in units of the (square) Haar box side s, measured on the
 # astronaut photo and the three real test clips. A frontal Haar box spans from the hairline
@@ -96,7 +95,17 @@ def s3fd_to_haar(box: Box) -> Box:
     return Box(cx - side / 2, box.y - HAAR_TO_S3FD_TOP * side, side, side, box.score)
 
 
+def haar_available() -> bool:
+    """Whether this OpenCV build has Haar cascades (OpenCV 5 moved them out of the main
+    package, so a machine with OpenCV 5 has none)."""
+    return hasattr(cv2, "CascadeClassifier") and hasattr(cv2, "data")
+
+
 def _load_cascade(name: str) -> cv2.CascadeClassifier:
+    if not haar_available():
+        raise LipsyncError(
+            f"this OpenCV ({cv2.__version__}) has no Haar face detector; install "
+            "'opencv-python-headless<5', use --detector s3fd, or give --face-box x,y,w,h")
     cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / name))
     if cascade.empty():
         raise LipsyncError(
@@ -236,8 +245,9 @@ class S3FDDetector:
     """The S3FD detector of ``face-alignment``, the one the authors' preprocessing used.
 
     Optional: needs ``pip install 'lipsync-fix[s3fd]'`` and the weights file already in
-    torch hub's cache (``s3fd_weights_path()``); it is loaded from that path, never
-    downloaded. Frames are downscaled to ``max_side`` for speed (S3FD boxes do not depend
+    torch hub's cache (``s3fd_weights_path()``, where ``lipsync-fix models download s3fd``
+    puts them after checking their sha256); it is loaded from that path, never
+    downloaded here. Frames are downscaled to ``max_side`` for speed (S3FD boxes do not depend
     on scale); on a CPU this is still far slower than the Haar cascades.
     """
 
@@ -250,8 +260,8 @@ class S3FDDetector:
         weights = s3fd_weights_path()
         if not weights.is_file():
             raise LipsyncError(
-                f"The S3FD weights are not cached at {weights}; download {S3FD_WEIGHTS_URL} "
-                "to that path or choose the haar detector."
+                f"The S3FD weights are not cached at {weights}; run lipsync-fix models "
+                "download s3fd (it checks their sha256) or choose the haar detector."
             )
         from face_alignment.detection.sfd.sfd_detector import SFDDetector
 

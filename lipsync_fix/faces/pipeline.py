@@ -35,7 +35,7 @@ decoding HD costs as much as the whole face pipeline.)
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +53,9 @@ from lipsync_fix.faces.tracking import (
     rank_tracks,
     select_main_tracks,
 )
+
+CropFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``crop(frame_bgr, box_xywh) -> uint8 array``: what is kept of each frame of a track."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,9 +107,11 @@ class FaceCropper:
     whole frame every time.
 
     A frame is cropped once every track's box in it is final, ``max_gap + smooth_radius +
-    1`` frames later, so memory holds that many full frames plus one 96x96 crop per frame
-    and tracked face (crops are kept for every track because the main face is only known at
-    the end).
+    1`` frames later, so memory holds that many full frames plus one crop per frame and
+    tracked face (crops are kept for every track because the main face is only known at
+    the end). ``crop`` decides what is kept of a frame (default: the whole Wav2Lip crop,
+    ``size`` x ``size`` with ``pad``; the main job keeps only the lower half a model reads),
+    ``crop_shape`` its shape.
     """
 
     def __init__(
@@ -121,6 +126,8 @@ class FaceCropper:
         detect_cuts: bool = True,
         size: int = WAV2LIP_SIZE,
         pad: tuple[int, int, int, int] = WAV2LIP_PADS,
+        crop: CropFn | None = None,
+        crop_shape: tuple[int, int, int] | None = None,
     ) -> None:
         if detect_every < 1:
             raise ValueError("detect_every must be at least 1")
@@ -131,9 +138,12 @@ class FaceCropper:
         self.smooth_radius = smooth_radius
         self.size = size
         self.pad = pad
+        self._crop: CropFn = crop or (lambda frame, box: crop_face(frame, box, size, pad))
+        self._crop_shape = crop_shape or (size, size, 3)
         max_gap = max(round(max_gap_s * fps), detect_every)
         self._linker = FaceLinker(max_gap=max_gap, hold=detect_every - 1)
         self._cuts = SceneCutDetector() if detect_cuts else None
+        self.cut_frames: list[int] = []  # frames that start a new shot
         self._delay = max_gap + smooth_radius + 1
         self._buffer: deque[tuple[int, np.ndarray]] = deque()
         self._ended: list[TrackBuilder] = []
@@ -184,7 +194,7 @@ class FaceCropper:
         """Per-frame crops of ``tracks`` (from :meth:`close`); earlier ones win overlaps."""
         all_tracks = self.close()
         n = self._n_frames
-        crops = np.zeros((n, self.size, self.size, 3), dtype=np.uint8)
+        crops = np.zeros((n, *self._crop_shape), dtype=np.uint8)
         boxes = np.full((n, 4), np.nan)
         has_face = np.zeros(n, dtype=bool)
         for track in reversed(tracks):
@@ -206,6 +216,8 @@ class FaceCropper:
         index = self._n_frames
         self._n_frames += 1
         cut = self._cuts.update(frame) if self._cuts is not None else False
+        if cut:
+            self.cut_frames.append(index)
         boxes: list[Box] = []
         if cut or index - self._last_detection >= self.detect_every:
             boxes = self._detect(index, frame, cut)
@@ -236,7 +248,7 @@ class FaceCropper:
                     store = self._track_crops.setdefault(track.track_id, _TrackCrops())
                     store.frames.append(index)
                     store.boxes.append(box)
-                    store.crops.append(crop_face(frame, box, self.size, self.pad))
+                    store.crops.append(self._crop(frame, box))
             done = [t for t in self._ended if t.last_covered <= index]
             self._ended = [t for t in self._ended if t.last_covered > index]
             self._finished += done
@@ -262,6 +274,8 @@ def extract_face_crops(
     max_gap_s: float = 0.5,
     rescan_s: float = 1.0,
     detect_cuts: bool = True,
+    crop: CropFn | None = None,
+    crop_shape: tuple[int, int, int] | None = None,
 ) -> FaceCrops:
     """Run a :class:`FaceCropper` over ``frame_chunks`` and return the main face's crops.
 
@@ -275,6 +289,8 @@ def extract_face_crops(
         max_gap_s=max_gap_s,
         rescan_s=rescan_s,
         detect_cuts=detect_cuts,
+        crop=crop,
+        crop_shape=crop_shape,
     )
     for chunk in frame_chunks:
         cropper.feed(chunk)

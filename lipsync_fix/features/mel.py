@@ -86,7 +86,7 @@ def log_mel_spectrogram(wav: np.ndarray | Tensor) -> Tensor:
     """16 kHz mono samples (n,) -> normalised log-mel (80, 1 + n // 200), float32.
 
     This is the whole-clip recipe used at evaluation: compute once, then slice windows
-    with :func:`mel_windows`.
+    with :meth:`lipsync_fix.features.inputs.InputRecipe.audio_windows`.
     """
     x = torch.as_tensor(np.asarray(wav, dtype=np.float32))
     if x.ndim != 1:
@@ -126,18 +126,6 @@ def mel_frames_for(window_frames: int) -> int:
     """Mel frames matching a ``window_frames``-frame video window: 16 for 5 frames, 32 for
     10, 80 for 25 (the chunk of ``640 * window_frames`` samples, one STFT frame per 200)."""
     return window_frames * SAMPLES_PER_FRAME // HOP_LENGTH
-
-
-def mel_windows(
-    mel: Tensor, starts: np.ndarray | list[int], length: int = MEL_FRAMES_PER_WINDOW
-) -> Tensor:
-    """Slice ``length``-frame windows from a whole-clip mel (80, M) at video-frame
-    ``starts`` -> (len(starts), 1, 80, length)."""
-    idx = torch.tensor([mel_frame_of(int(v)) for v in starts], dtype=torch.long)
-    offsets = idx[:, None] + torch.arange(length)[None, :]
-    if len(idx) and int(offsets.max()) >= mel.shape[-1]:
-        raise ValueError("a mel window runs past the end of the clip's mel spectrogram")
-    return mel[:, offsets].permute(1, 0, 2).unsqueeze(1).contiguous()
 
 
 def chunk_rms(wav: np.ndarray, start_sample: int, length: int = CHUNK_SAMPLES) -> float:

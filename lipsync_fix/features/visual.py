@@ -11,9 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lipsync_fix.models.vocalist import FRAMES_PER_WINDOW
-
-CROP_SIZE = 96
+from lipsync_fix.features.constants import CROP_SIZE
 
 
 def lower_half(crops_bgr: np.ndarray) -> Tensor:
@@ -23,18 +21,6 @@ def lower_half(crops_bgr: np.ndarray) -> Tensor:
         raise ValueError(f"expected face crops of shape (N, 96, 96, 3), got {crops.shape}")
     half = crops[:, CROP_SIZE // 2 :]
     return torch.from_numpy(np.ascontiguousarray(half)).permute(0, 3, 1, 2).float() / 255.0
-
-
-def video_windows(
-    frames: Tensor, starts: np.ndarray | list[int], length: int = FRAMES_PER_WINDOW
-) -> Tensor:
-    """Per-frame lower halves (N, 3, 48, 96) -> windows (len(starts), 3*length, 48, 96)."""
-    idx = torch.as_tensor(np.asarray(starts, dtype=np.int64))
-    offsets = idx[:, None] + torch.arange(length)[None, :]
-    if len(idx) and int(offsets.max()) >= frames.shape[0]:
-        raise ValueError("a video window runs past the last frame")
-    windows = frames[offsets]  # (W, T, 3, 48, 96)
-    return windows.flatten(1, 2).contiguous()
 
 
 def frames_from_stacked(stacked: np.ndarray | Tensor) -> Tensor:

@@ -26,6 +26,7 @@ from lipsync_fix.media.ffmpeg import (
     check_ffmpeg,
     exact_rate,
     ffmpeg_command,
+    input_args,
     run_ffmpeg,
     stdout_or_raise,
 )
@@ -34,25 +35,47 @@ from lipsync_fix.media.probe import MediaInfo, probe, require_audio, require_vid
 FRAME_CHANNELS = {"bgr24": 3, "rgb24": 3}
 
 
-def decode_audio(path: PathLike, sample_rate: int | None = 16000, mono: bool = True) -> np.ndarray:
-    """Decode the first audio stream to float32 samples in [-1, 1].
+def decode_audio(
+    path: PathLike,
+    sample_rate: int | None = 16000,
+    mono: bool = True,
+    audio_stream: int = 0,
+    *,
+    info: MediaInfo | None = None,
+    dtype: str = "float32",
+) -> np.ndarray:
+    """Decode an audio stream (the first by default) to float32 samples in [-1, 1], or to
+    int16 samples with ``dtype="int16"``.
 
     ffmpeg resamples (``sample_rate=None`` keeps the native rate) and downmixes
     (``mono=True``). Returns shape ``(n,)`` when mono, else ``(n, channels)``. When the file
     has a video stream, sample 0 is aligned to its first frame (see the module docstring):
     the audio is padded with silence at the start if it begins later than the video, and
-    its head is dropped if it begins earlier.
+    its head is dropped if it begins earlier. ``audio_stream`` counts audio streams only
+    (1 is the second audio stream, e.g. a dub). ``dtype="int16"`` halves the memory of
+    long soundtracks (an hour of 16 kHz mono is 115 MB) and is the scale SyncNet's MFCC
+    reads. ``info`` saves probing a file the caller has already probed.
     """
-    info = probe(path)
+    if dtype not in ("float32", "int16"):
+        raise ValueError(f"dtype must be float32 or int16, not {dtype!r}")
+    info = info or probe(path)
     require_audio(info)
-    rate = sample_rate or info.sample_rate
-    channels = 1 if mono else known_channels(info)
-    audio = decode_pcm(info, rate, channels)
+    if not 0 <= audio_stream < len(info.audio_streams):
+        raise MediaError(f"{info.path} has no audio stream number {audio_stream} "
+                         f"(it has {len(info.audio_streams)}).")
+    stream = info.audio_streams[audio_stream]
+    if stream.sample_rate is None:
+        raise MediaError(f"Audio stream #{stream.index} of {info.path} cannot be decoded.")
+    rate = sample_rate or stream.sample_rate
+    channels = 1 if mono else stream.channels
+    audio = decode_pcm(info, rate, channels, stream.index, dtype)
     lead = 0
     if info.has_video and not info.is_still_image:
-        lead = round((info.audio_start_s - info.video_start_s) * rate)
+        video_start = info.stream(info.video_stream_index).start_s or 0.0
+        lead = round((stream.start_s - video_start) * rate)
     audio = delayed(audio, lead, len(audio) + lead)
-    np.clip(audio, -1.0, 1.0, out=audio)
+    if dtype == "float32":
+        np.clip(audio, -1.0, 1.0, out=audio)
     return audio.reshape(-1) if mono else audio
 
 
@@ -62,15 +85,27 @@ def known_channels(info: MediaInfo) -> int:
     return info.channels
 
 
-def decode_pcm(info: MediaInfo, sample_rate: int, channels: int) -> np.ndarray:
-    """Decode the audio stream as it is stored (no alignment) to a read-only (n, ch) array."""
+def decode_pcm(
+    info: MediaInfo, sample_rate: int, channels: int, stream_index: int | None = None,
+    dtype: str = "float32",
+) -> np.ndarray:
+    """Decode an audio stream as it is stored (no alignment) to a read-only (n, ch) array
+    of float32 (or int16 with ``dtype="int16"``).
+
+    ``stream_index`` is ffmpeg's index of the stream; the first audio stream by default.
+    """
+    fmt, numpy_dtype = ("s16le", "<i2") if dtype == "int16" else ("f32le", "<f4")
+    index = info.audio_stream_index if stream_index is None else stream_index
+    # At the native channel count no -ac: asking for it again can remix a layout such as
+    # "5.1(side)" into ffmpeg's default "5.1" order.
+    remix = [] if channels == info.stream(index).channels else ["-ac", str(channels)]
     result = run_ffmpeg([
-        "-v", "error", "-i", str(info.path),
-        "-map", f"0:{info.audio_stream_index}",
-        "-f", "f32le", "-ac", str(channels), "-ar", str(sample_rate), "pipe:1",
+        "-v", "error", *input_args(info.path),
+        "-map", f"0:{index}",
+        "-f", fmt, *remix, "-ar", str(sample_rate), "pipe:1",
     ])
     raw = stdout_or_raise(result, f"Could not decode the audio of {info.path}")
-    audio = np.frombuffer(raw, dtype="<f4").reshape(-1, channels)
+    audio = np.frombuffer(raw, dtype=numpy_dtype).reshape(-1, channels)
     if len(audio) == 0:
         raise MediaError(f"{info.path} has an audio stream without any decodable sound.")
     return audio
@@ -80,9 +115,9 @@ def delayed(audio: np.ndarray, shift: int, length: int) -> np.ndarray:
     """Return ``length`` samples where sample ``k`` is ``audio[k - shift]`` (zeros outside).
 
     A positive shift pads silence at the start and drops samples off the end; a negative
-    shift drops the head. Always returns a new, writable float32 array.
+    shift drops the head. Always returns a new, writable array of the input's dtype.
     """
-    out = np.zeros((length, audio.shape[1]), dtype=np.float32)
+    out = np.zeros((length, audio.shape[1]), dtype=audio.dtype)
     src_start, dst_start = max(0, -shift), max(0, shift)
     count = min(len(audio) - src_start, length - dst_start)
     if count > 0:
@@ -90,15 +125,30 @@ def delayed(audio: np.ndarray, shift: int, length: int) -> np.ndarray:
     return out
 
 
-def _frame_filter(fps: float, width: int, height: int) -> str:
+def _frame_filter(
+    fps: float, width: int, height: int, start_s: float, first: int = 0, count: int | None = None
+) -> str:
     """Filter chain giving constant-rate frames whose frame 0 is the first video frame.
 
-    ``setpts`` anchors the ``fps`` filter's grid at the first frame (it would otherwise be
-    anchored at the file's zero), and ``fps`` duplicates or drops frames, which also turns
-    variable-frame-rate input into a constant rate. ``scale`` fixes the size, even if the
-    stream changes resolution midway, so the raw bytes always split into whole frames.
+    Timestamps stay as stored in the file (``-copyts``); ``setpts`` subtracts the first
+    video frame's (``start_s``) so the ``fps`` filter's grid is anchored there, and ``fps``
+    duplicates or drops frames, which also turns variable-frame-rate input into a constant
+    rate. With ``first``/``count`` a ``trim`` keeps frames ``first .. first+count-1`` of
+    that grid: since the timestamps do not depend on where decoding began, a decode that
+    starts after a seek yields exactly the frames a decode from the start would. ``scale``
+    comes last (only kept frames pay for it) and fixes the size, even if the stream changes
+    resolution midway, so the raw bytes always split into whole frames.
     """
-    return f"setpts=PTS-STARTPTS,fps={exact_rate(fps)},scale={width}:{height}:flags=area"
+    chain = f"setpts=PTS-{start_s!r}/TB,fps={exact_rate(fps)}"
+    if first or count is not None:
+        end = f":end={(first + count) / fps!r}" if count is not None else ""
+        chain += f",trim=start={first / fps!r}{end}"
+    return chain + f",scale={width}:{height}:flags=area"
+
+
+def _first_pts(info: MediaInfo) -> float:
+    """The first video frame's time as stored in the file (``-copyts``'s timeline)."""
+    return info.stream(info.video_stream_index).start_s or 0.0
 
 
 def _scaled_size(info: MediaInfo, max_side: int | None) -> tuple[int, int]:
@@ -109,37 +159,79 @@ def _scaled_size(info: MediaInfo, max_side: int | None) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+SEEK_PREROLLS_S = (1.0, 10.0)
+"""A seek lands this far before the first wanted frame (the decoder then starts at a
+keyframe before it, and the frame-rate filter has settled by the wanted frame); when that
+is not far enough back for a container's index, the next is tried, then the start."""
+
+
 def iter_video_frames(
     path: PathLike,
     fps: float = 25.0,
     chunk_frames: int = 256,
     pix_fmt: str = "bgr24",
     max_side: int | None = None,
+    *,
+    first_frame: int = 0,
+    n_frames: int | None = None,
+    info: MediaInfo | None = None,
 ) -> Iterator[np.ndarray]:
     """Stream the video as uint8 chunks of shape ``(k, H, W, 3)``, ``k <= chunk_frames``.
 
     Frames are resampled to a constant ``fps`` and read from an ffmpeg pipe, so memory
     stays bounded by one chunk however long the video is. Frame 0 is the first video frame.
-    ``pix_fmt`` is "bgr24" (OpenCV order) or "rgb24"; ``max_side`` downscales so that the
-    longer side is at most that many pixels (faster face detection). The arrays are
-    writable. An unusable file raises MediaError at the call; a decoding failure further
-    in raises it from the iteration, after the chunks read so far.
+    ``pix_fmt`` is "bgr24" (OpenCV order) or "rgb24"; ``max_side`` downscales inside ffmpeg
+    so that the longer side is at most that many pixels (a 4K frame never reaches Python
+    at full size). ``first_frame``/``n_frames`` decode only frames ``first_frame ..
+    first_frame + n_frames - 1`` of that grid, seeking instead of decoding what comes
+    before; they are the same frames a decode from the start yields. ``info`` saves
+    probing a file the caller has already probed (a seek per segment of a long video).
+    The arrays are writable. An unusable file raises MediaError at the call; a decoding
+    failure further in raises it from the iteration, after the chunks read so far.
     """
     if pix_fmt not in FRAME_CHANNELS:
         raise ValueError(f"pix_fmt must be one of {sorted(FRAME_CHANNELS)}, not {pix_fmt!r}")
     if chunk_frames < 1:
         raise ValueError("chunk_frames must be at least 1")
-    info = probe(path)
+    if first_frame < 0 or (n_frames is not None and n_frames < 0):
+        raise ValueError("first_frame and n_frames must not be negative")
+    info = info or probe(path)
     require_video(info)
     width, height = _scaled_size(info, max_side)
     frame_shape = (height, width, FRAME_CHANNELS[pix_fmt])
-    command = ffmpeg_command([
-        "-v", "error", "-i", str(info.path),
-        "-map", f"0:{info.video_stream_index}",
-        "-vf", _frame_filter(fps, width, height),
-        "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1",
-    ])
-    return _stream_frames(command, frame_shape, chunk_frames, info.path)
+
+    def command(preroll_s: float | None) -> list[str]:
+        seek_s = 0.0 if preroll_s is None else max(0.0, first_frame / fps - preroll_s)
+        seek = ["-ss", f"{info.video_start_s + seek_s:.6f}"] if seek_s > 0 else []
+        return ffmpeg_command([
+            "-v", "error", *seek, "-copyts", *input_args(info.path),
+            "-map", f"0:{info.video_stream_index}",
+            "-vf", _frame_filter(fps, width, height, _first_pts(info), first_frame, n_frames),
+            "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1",
+        ])
+
+    if first_frame == 0:
+        return _stream_frames(command(None), frame_shape, chunk_frames, info.path)
+    return _seek_frames(command, frame_shape, chunk_frames, info, n_frames)
+
+
+def _seek_frames(
+    command, frame_shape: tuple[int, int, int], chunk_frames: int, info: MediaInfo,
+    n_frames: int | None,
+) -> Iterator[np.ndarray]:
+    """Decode after a seek; if the seek overshot (a container with few keyframes or an
+    imprecise index, such as MPEG-TS, can land after the wanted frame), retry from further
+    back and finally from the start, so the frames returned are always the wanted ones.
+
+    A short result is only trusted once a decode from the start confirms it (the clip
+    ends early); the first attempts are read whole before anything is yielded.
+    """
+    for preroll in SEEK_PREROLLS_S:
+        frames = list(_stream_frames(command(preroll), frame_shape, chunk_frames, info.path))
+        if n_frames is not None and sum(len(f) for f in frames) >= n_frames:
+            yield from frames
+            return
+    yield from _stream_frames(command(None), frame_shape, chunk_frames, info.path)
 
 
 def _stream_frames(
@@ -186,9 +278,9 @@ def count_frames_at(path: PathLike, fps: float = 25.0) -> int:
     info = probe(path)
     require_video(info)
     result = run_ffmpeg([
-        "-v", "error", "-i", str(info.path),
+        "-v", "error", "-copyts", *input_args(info.path),
         "-map", f"0:{info.video_stream_index}",
-        "-vf", _frame_filter(fps, info.width, info.height),
+        "-vf", _frame_filter(fps, info.width, info.height, _first_pts(info)),
         "-f", "null", "-", "-nostats", "-progress", "pipe:1",
     ])
     progress = stdout_or_raise(result, f"Could not decode the video of {info.path}").decode()
@@ -205,7 +297,7 @@ def video_packets_md5(path: PathLike) -> list[str]:
     info = probe(path)
     require_video(info)
     result = run_ffmpeg([
-        "-v", "error", "-i", str(info.path),
+        "-v", "error", *input_args(info.path),
         "-map", f"0:{info.video_stream_index}", "-c", "copy", "-f", "framemd5", "pipe:1",
     ])
     listing = stdout_or_raise(result, f"Could not read the video packets of {info.path}").decode()

@@ -1,6 +1,7 @@
-"""The models and their files: VocaLiST, the SyncNet* baseline, checkpoint I/O, the registry.
+"""The models and their files: VocaLiST, the SyncNet* baseline, the original SyncNet,
+checkpoint I/O, the registry.
 
-``vocalist`` and ``syncnet_star`` hold the networks, ``layers`` their shared blocks,
+``vocalist``, ``syncnet_star`` and ``syncnet`` hold the networks, ``layers`` their shared blocks,
 ``scorer`` the interface the scorer relies on, ``checkpoint`` reading and writing weights,
 ``registry`` names, downloads and :func:`load_model`.
 """
@@ -22,6 +23,7 @@ from lipsync_fix.models.registry import (
     sha256_of,
 )
 from lipsync_fix.models.scorer import PairScorer, SyncScorer
+from lipsync_fix.models.syncnet import SYNCNET_V2_FAMILY, SyncNetV2
 from lipsync_fix.models.syncnet_star import SYNCNET_PRESETS, SyncNetDimensions, SyncNetStar
 from lipsync_fix.models.vocalist import PRESETS, ModelDimensions, VocaLiST
 
@@ -29,10 +31,12 @@ __all__ = [
     "FAMILIES",
     "PRESETS",
     "SYNCNET_PRESETS",
+    "SYNCNET_V2_FAMILY",
     "ModelDimensions",
     "PairScorer",
     "SyncNetDimensions",
     "SyncNetStar",
+    "SyncNetV2",
     "SyncScorer",
     "VocaLiST",
     "available_models",

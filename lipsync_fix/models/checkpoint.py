@@ -7,7 +7,8 @@ code. Our own checkpoints use the same layout plus ``"model"`` (the family: ``vo
 ``syncnet``), ``"dims"`` (its widths) and ``"window_frames"`` (T, frames per input
 window; older files call it ``"context"``), so a model of
 any size loads without guesswork. A file without them is the paper's size, its family told
-by its keys (SyncNet* has ``face_encoder.*``), its window 5 frames.
+by its keys (SyncNet* has ``face_encoder.*``, the original SyncNet ``netcnnaud.*``), its
+window 5 frames.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def family_of(ckpt: Mapping[str, Any]) -> str:
     """The family a read checkpoint holds: its ``"model"`` entry, else told by its keys."""
     if isinstance(ckpt.get("model"), str):
         return ckpt["model"]
+    if any(k.startswith("netcnnaud.") for k in ckpt["state_dict"]):
+        return "syncnet-v2"  # joonson/syncnet_python's syncnet_v2.model (models/syncnet.py)
     return "syncnet" if any(k.startswith("face_encoder.") for k in ckpt["state_dict"]) \
         else "vocalist"
 
@@ -118,10 +121,14 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> 
     return dict(state)
 
 
-def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise a CheckpointError naming the first mismatching keys and shapes."""
+def check_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+    optional: frozenset[str] = frozenset(), what: str = "the model",
+) -> None:
+    """Raise a CheckpointError naming the first mismatching keys and shapes; keys in
+    ``optional`` may be missing."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
+    missing = [k for k in expected if k not in state and k not in optional]
     unexpected = [k for k in state if k not in expected]
     wrong = [
         f"{k} {tuple(state[k].shape)} (model wants {tuple(v.shape)})"
@@ -136,7 +143,7 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
     if wrong:
         problems.append(f"{len(wrong)} shape mismatches, e.g. {'; '.join(wrong[:3])}")
     if problems:
-        raise CheckpointError(f"checkpoint {source} does not fit the model: {'; '.join(problems)}")
+        raise CheckpointError(f"checkpoint {source} does not fit {what}: {'; '.join(problems)}")
 
 
 def window_frames_of(ckpt: Mapping[str, Any]) -> int:

@@ -89,6 +89,7 @@ class SyncNetStar(nn.Module):
     logit: train it with :func:`torch.nn.functional.binary_cross_entropy`)."""
 
     family = "syncnet"
+    inputs = "wav2lip"  # 96x96 Wav2Lip crops (lower half read) + 80-band mel
     outputs_probability = True
     window_frames = FRAMES_PER_WINDOW
 

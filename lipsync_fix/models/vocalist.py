@@ -282,6 +282,7 @@ class VocaLiST(nn.Module):
     """
 
     family = "vocalist"
+    inputs = "wav2lip"  # 96x96 Wav2Lip crops (lower half read) + 80-band mel
     outputs_probability = False
 
     def __init__(

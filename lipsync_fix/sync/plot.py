@@ -18,7 +18,9 @@ from lipsync_fix.sync.estimate import SyncEstimate
 
 def plot_scores(estimate: SyncEstimate, path: Path, size: tuple[int, int] = (720, 420)) -> Path:
     """Score vs audio delay (top) and, when there are several segments, the delay each
-    1-s segment votes for over time (bottom). Drawn with OpenCV: no plotting library."""
+    1-s segment reads over time with the fitted offset model drawn through them (bottom:
+    a flat line, a drift's slope, or a piecewise model's steps). Drawn with OpenCV: no
+    plotting library."""
     width, height = size
     panels = 2 if len(estimate.offsets_over_time) > 1 else 1
     canvas = np.full((height * panels, width, 3), 255, np.uint8)
@@ -29,7 +31,8 @@ def plot_scores(estimate: SyncEstimate, path: Path, size: tuple[int, int] = (720
     if panels == 2:
         ts = np.array([p["time_s"] for p in estimate.offsets_over_time], dtype=float)
         ds = np.array([p["audio_delay_ms"] for p in estimate.offsets_over_time], dtype=float)
-        _line_panel(canvas[height:], ts, ds, "time (s)", "delay (ms)", dots=True)
+        _line_panel(canvas[height:], ts, ds, "time (s)", "delay (ms)", dots=True,
+                    fitted=model_curve(estimate))
     if path.suffix.lower() != ".png":
         raise OutputError(f"the plot is a PNG image; give a file name ending in .png, not {path}")
     ok, encoded = cv2.imencode(".png", canvas)
@@ -38,16 +41,33 @@ def plot_scores(estimate: SyncEstimate, path: Path, size: tuple[int, int] = (720
     return write_atomically(path, lambda tmp: tmp.write_bytes(encoded.tobytes()))
 
 
+def model_curve(estimate: SyncEstimate) -> tuple[np.ndarray, np.ndarray]:
+    """(times, delays) of the fitted offset model, from the estimate's own fields."""
+    end = max(estimate.duration_s, 1e-3)
+    if estimate.offset_model == "drift":
+        t = np.array([0.0, end])
+        return t, estimate.audio_delay_ms + estimate.drift_ms_per_min * t / 60.0
+    if estimate.offset_model == "piecewise" and estimate.segments:
+        t = [v for s in estimate.segments for v in (s["start_s"], s["end_s"])]
+        d = [s["audio_delay_ms"] for s in estimate.segments for _ in (0, 1)]
+        return np.array(t, float), np.array(d, float)
+    return np.array([0.0, end]), np.full(2, estimate.audio_delay_ms)
+
+
 def _line_panel(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, xlabel: str, ylabel: str,
-                mark_x: float | None = None, dots: bool = False) -> None:
+                mark_x: float | None = None, dots: bool = False,
+                fitted: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     h, w = img.shape[:2]
     left, right, top, bottom = 70, 20, 20, 50
     black, blue, red = (0, 0, 0), (200, 80, 0), (0, 0, 220)
     cv2.rectangle(img, (left, top), (w - right, h - bottom), black, 1)
     if len(xs) == 0:
         return
-    x0, x1 = float(xs.min()), float(xs.max()) if xs.max() > xs.min() else float(xs.min()) + 1
-    y0, y1 = float(ys.min()), float(ys.max()) if ys.max() > ys.min() else float(ys.min()) + 1
+    all_x = np.concatenate([xs, fitted[0]]) if fitted is not None else xs
+    all_y = np.concatenate([ys, fitted[1]]) if fitted is not None else ys
+    x0, x1 = float(all_x.min()), float(all_x.max())
+    y0, y1 = float(all_y.min()), float(all_y.max())
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
 
     def px(x: float, y: float) -> tuple[int, int]:
         u = left + (x - x0) / (x1 - x0) * (w - left - right)
@@ -60,6 +80,9 @@ def _line_panel(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, xlabel: str, yl
             cv2.line(img, p, q, blue, 2, cv2.LINE_AA)
     for p in points:
         cv2.circle(img, p, 3, blue, -1, cv2.LINE_AA)
+    if fitted is not None:
+        for p, q in pairwise(px(x, y) for x, y in zip(*fitted, strict=True)):
+            cv2.line(img, p, q, red, 2, cv2.LINE_AA)
     if mark_x is not None and x0 <= mark_x <= x1:
         u = px(mark_x, y0)[0]
         cv2.line(img, (u, top), (u, h - bottom), red, 1)

@@ -1,10 +1,10 @@
 """Score matrices: every video window of a clip against audio windows at shifts -S..+S.
 
-Row ``v`` of the matrix is the video window starting at frame ``v`` (5 frames, or the
-``window_frames`` a "Var" model was trained for); column ``c``
-pairs it with the audio window starting at frame ``v + c - S`` (positive shift = audio
-taken later than the video). Columns that fall outside the clip hold
-:data:`OUT_OF_RANGE` (-1000), as in the authors' evaluation code.
+Row ``v`` of the matrix is the video window starting at frame ``v`` (T = 5 frames, or the
+``window_frames`` a "Var" model was trained for); column ``c`` pairs it with the audio
+window starting at frame ``v + c - S`` (positive shift = audio taken later than the video).
+Columns that fall outside the clip hold :data:`OUT_OF_RANGE` (-1000), as in the authors'
+evaluation code.
 
 Edge rule: the authors pad the stack of mel windows with S all-zero windows on each side
 and overwrite columns with an if/elif: rows ``v < S`` lose the columns left of the clip,
@@ -22,8 +22,12 @@ Two ways to fill it:
   layer; only the cross-modal query side runs per pair, batched across windows and
   shifts. Rows are processed in blocks so memory stays bounded on long clips.
 
-Any model with ``encode_video``, ``encode_audio`` and ``pair_scorer`` works: VocaLiST
-(logits) and the SyncNet* baseline (cosine similarities).
+The scorer reads windows through a :class:`WindowSource`, so it scores a whole clip held
+in memory (evaluation) and a few seconds cut out of a long video (the main job) with the
+same code; any model following :class:`~lipsync_fix.models.scorer.SyncScorer` works.
+Precision: ``ScoreOptions.autocast`` runs the model under bf16 autocast (about twice the
+speed on CPUs with AVX512-BF16 and on GPUs); float32 stays the reference for evaluation
+and the golden tests.
 """
 
 from __future__ import annotations
@@ -35,9 +39,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lipsync_fix.compute import autocast
 from lipsync_fix.features.constants import FRAMES_PER_WINDOW, SAMPLES_PER_FRAME
-from lipsync_fix.features.mel import mel_frames_for, mel_windows
-from lipsync_fix.features.visual import video_windows
+from lipsync_fix.features.inputs import WAV2LIP, InputRecipe
 
 OUT_OF_RANGE = -1000.0
 DEFAULT_MAX_SHIFT = 15  # frames at 25 fps: +-0.6 s, the paper's search range
@@ -47,7 +51,7 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class ScoreOptions:
-    """How to compute a score matrix; the defaults suit a CPU, raise ``pair_batch`` on GPU."""
+    """How to compute a score matrix; :meth:`for_device` sizes the batches for a GPU."""
 
     max_shift: int = DEFAULT_MAX_SHIFT
     mode: str = "cached"  # or "reference"
@@ -56,8 +60,16 @@ class ScoreOptions:
     row_block: int = 1024  # rows per block: bounds memory on long clips
     edge_rule: str = "reference"  # or "strict"
     device: str | torch.device = "cpu"
-    dtype: torch.dtype = torch.float32
+    autocast: torch.dtype | None = None  # bf16 autocast, or None for float32
     window_frames: int | None = None  # T; None: the model's own (5 for the paper's)
+
+    def for_device(self) -> ScoreOptions:
+        """Larger batches on a GPU, where a batch of 512 pairs leaves it mostly idle."""
+        if torch.device(self.device).type == "cuda":
+            self.pair_batch = max(self.pair_batch, 8192)
+            self.encoder_batch = max(self.encoder_batch, 1024)
+            self.row_block = max(self.row_block, 4096)
+        return self
 
 
 def num_windows(n_frames: int, n_samples: int, window_frames: int = FRAMES_PER_WINDOW) -> int:
@@ -87,6 +99,40 @@ def valid_columns(
     return ~(left_masked | right_masked)
 
 
+@dataclass
+class WindowSource:
+    """Model inputs of a stretch of a clip, addressed by global window start.
+
+    ``frames`` are the stored per-frame crops of frames ``frame_offset ..`` (uint8, or
+    float 0..1 as (N, 3, h, w)); ``audio`` the audio features of the recipe whose column 0
+    is feature frame ``audio_offset`` of the clip. ``n_rows`` is the number of windows of
+    the whole clip (it decides which columns fall outside the clip).
+    """
+
+    recipe: InputRecipe
+    frames: np.ndarray | Tensor
+    audio: Tensor
+    n_rows: int
+    frame_offset: int = 0
+    audio_offset: int = 0
+
+    def video(self, starts: np.ndarray, window_frames: int) -> Tensor:
+        return self.recipe.video_windows(
+            self.frames, np.asarray(starts) - self.frame_offset, window_frames)
+
+    def audio_windows(self, starts: np.ndarray, window_frames: int) -> Tensor:
+        return self.recipe.audio_windows(self.audio, np.asarray(starts), window_frames,
+                                         self.audio_offset)
+
+
+def clip_source(frames: Tensor | np.ndarray, mel: Tensor, n_samples: int,
+                window_frames_: int = FRAMES_PER_WINDOW,
+                recipe: InputRecipe = WAV2LIP) -> WindowSource:
+    """A whole clip held in memory: per-frame crops and the whole clip's features."""
+    return WindowSource(recipe, frames, mel,
+                        num_windows(len(frames), n_samples, window_frames_))
+
+
 @torch.no_grad()
 def score_matrix(
     model: nn.Module,
@@ -96,20 +142,37 @@ def score_matrix(
     options: ScoreOptions | None = None,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """Score a clip: per-frame lower halves (N, 3, 48, 96) and its whole-clip mel (80, M).
+    """Score a whole clip: per-frame lower halves (N, 3, 48, 96) and its whole-clip mel
+    (80, M).
 
     ``n_samples`` is the clip's audio length at 16 kHz (it bounds the windows as in the
     reference). Returns float32 (R, 2S+1) with R = :func:`num_windows`.
     """
     opts = options or ScoreOptions()
-    n_rows = num_windows(frames.shape[0], n_samples, window_frames(model, opts))
-    if n_rows == 0:
+    source = clip_source(frames, mel, n_samples, window_frames(model, opts))
+    return score_rows(model, source, np.arange(source.n_rows), opts, progress)
+
+
+@torch.no_grad()
+def score_rows(
+    model: nn.Module,
+    source: WindowSource,
+    rows: np.ndarray,
+    options: ScoreOptions | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Rows ``rows`` (global window starts, ascending) of the clip's score matrix."""
+    opts = options or ScoreOptions()
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
         return np.zeros((0, 2 * opts.max_shift + 1), dtype=np.float32)
     model.eval()
-    if opts.mode == "reference":
-        return reference_rows(model, frames, mel, n_samples, range(n_rows), opts, progress)
-    if opts.mode == "cached":
-        return _cached_matrix(model, frames, mel, n_rows, opts, progress)
+    device = torch.device(opts.device)
+    with autocast(device, opts.autocast):
+        if opts.mode == "reference":
+            return _reference_rows(model, source, rows, opts, progress)
+        if opts.mode == "cached":
+            return _cached_rows(model, source, rows, opts, progress)
     raise ValueError(f"unknown scoring mode {opts.mode!r}; use 'cached' or 'reference'")
 
 
@@ -123,67 +186,80 @@ def reference_rows(
     options: ScoreOptions | None = None,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """The authors' loop for the given rows of the clip's matrix: per row, the video
-    window repeated 2S+1 times against the zero-padded stack of mel windows."""
+    """The authors' loop for the given rows of a whole clip's matrix (see :func:`score_rows`
+    with ``mode="reference"``)."""
     opts = options or ScoreOptions()
-    model.eval()
+    source = clip_source(frames, mel, n_samples, window_frames(model, opts))
+    ref = ScoreOptions(**{**opts.__dict__, "mode": "reference"})
+    return score_rows(model, source, np.asarray(rows), ref, progress)
+
+
+def _reference_rows(model, source: WindowSource, rows, opts, progress) -> np.ndarray:
+    """Per row, the video window repeated 2S+1 times against the zero-padded stack of
+    audio windows, through the whole model."""
     s, t = opts.max_shift, window_frames(model, opts)
-    n_rows = num_windows(frames.shape[0], n_samples, t)
-    mels = mel_windows(mel, np.arange(n_rows), mel_frames_for(t))
-    pad = torch.zeros(s, *mels.shape[1:])
-    padded = torch.cat([pad, mels, pad])
+    device = torch.device(opts.device)
     out = np.empty((len(rows), 2 * s + 1), dtype=np.float32)
     for i, v in enumerate(rows):
-        window = video_windows(frames, [v], t).to(opts.device, opts.dtype)
-        batch_mel = padded[v : v + 2 * s + 1].to(opts.device, opts.dtype)
-        out[i] = model(window.expand(2 * s + 1, -1, -1, -1), batch_mel).float().cpu().numpy()
+        shifts = v + np.arange(-s, s + 1)
+        inside = (shifts >= 0) & (shifts < source.n_rows)
+        audio = source.audio_windows(np.clip(shifts, 0, max(0, source.n_rows - 1)), t)
+        audio[~torch.as_tensor(inside)] = 0.0  # the reference's all-zero pad windows
+        window = source.video(np.array([v]), t).to(device)
+        scores = model(window.expand(2 * s + 1, *window.shape[1:]), audio.to(device))
+        out[i] = scores.float().cpu().numpy()
         if progress:
             progress(i + 1, len(rows))
-    out[~valid_columns(np.asarray(rows), n_rows, s, opts.edge_rule)] = OUT_OF_RANGE
+    out[~valid_columns(rows, source.n_rows, s, opts.edge_rule)] = OUT_OF_RANGE
     return out
 
 
-def _encode(model: nn.Module, kind: str, frames, mel, idx: np.ndarray, opts) -> Tensor:
-    """Encoder tokens for the windows starting at ``idx``, in batches."""
+def _encode(model: nn.Module, kind: str, source: WindowSource, idx: np.ndarray, opts) -> Tensor:
+    """Encoder outputs for the windows starting at ``idx``, in batches."""
     t = window_frames(model, opts)
+    device = torch.device(opts.device)
     chunks = []
     for i in range(0, len(idx), opts.encoder_batch):
         part = idx[i : i + opts.encoder_batch]
         if kind == "video":
-            x = video_windows(frames, part, t).to(opts.device, opts.dtype)
-            chunks.append(model.encode_video(x))
+            chunks.append(model.encode_video(source.video(part, t).to(device)))
         else:
-            x = mel_windows(mel, part, mel_frames_for(t)).to(opts.device, opts.dtype)
-            chunks.append(model.encode_audio(x))
+            chunks.append(model.encode_audio(source.audio_windows(part, t).to(device)))
     return torch.cat(chunks)
 
 
-def _cached_matrix(model, frames, mel, n_rows, opts, progress) -> np.ndarray:
-    s = opts.max_shift
-    out = np.full((n_rows, 2 * s + 1), OUT_OF_RANGE, dtype=np.float32)
-    audio_cache = _WindowCache(lambda idx: _encode(model, "audio", frames, mel, idx, opts))
-    mel_len = mel_frames_for(window_frames(model, opts))
-    silence = torch.zeros(1, 1, mel.shape[0], mel_len, device=opts.device, dtype=opts.dtype)
-    pad_token = model.encode_audio(silence)  # the reference's zero-padded mel window
-    for r0 in range(0, n_rows, opts.row_block):
-        r1 = min(n_rows, r0 + opts.row_block)
-        rows = np.arange(r0, r1)
-        video_tok = _encode(model, "video", frames, mel, rows, opts)
-        audio_lo, audio_hi = max(0, r0 - s), min(n_rows, r1 + s)
-        audio_tok = torch.cat([audio_cache.get(audio_lo, audio_hi), pad_token])
-        pad_index = audio_tok.shape[0] - 1
+def _cached_rows(model, source: WindowSource, rows: np.ndarray, opts, progress) -> np.ndarray:
+    s, n_rows = opts.max_shift, source.n_rows
+    device = torch.device(opts.device)
+    out = np.full((len(rows), 2 * s + 1), OUT_OF_RANGE, dtype=np.float32)
+    audio_cache = _WindowCache(lambda idx: _encode(model, "audio", source, idx, opts))
+    pad_token = None
+    for b0 in range(0, len(rows), opts.row_block):
+        block = rows[b0 : b0 + opts.row_block]
+        valid = valid_columns(block, n_rows, s, opts.edge_rule)
+        video_tok = _encode(model, "video", source, block, opts)
+        audio_lo = max(0, int(block[0]) - s)
+        audio_hi = min(n_rows, int(block[-1]) + s + 1)
+        audio_tok = audio_cache.get(audio_lo, audio_hi)
+        pair_row, pair_col = np.nonzero(valid)
+        pair_audio = block[pair_row] + pair_col - s
+        outside = (pair_audio < 0) | (pair_audio >= n_rows)
+        if outside.any():  # the reference edge rule scores all-zero pad windows
+            if pad_token is None:
+                silence = torch.zeros_like(source.audio_windows(np.array([block[0]]),
+                                                                window_frames(model, opts)))
+                pad_token = model.encode_audio(silence.to(device))
+            audio_tok = torch.cat([audio_tok, pad_token])
+        pair_audio = np.where(outside, audio_tok.shape[0] - 1, pair_audio - audio_lo)
         score_pairs = model.pair_scorer(video_tok, audio_tok)
-
-        pair_row, pair_col = np.nonzero(valid_columns(rows, n_rows, s, opts.edge_rule))
-        pair_audio = rows[pair_row] + pair_col - s
-        pair_audio = np.where(pair_audio < n_rows, pair_audio - audio_lo, pad_index)
+        out_rows = b0 + pair_row
         for i in range(0, len(pair_row), opts.pair_batch):
-            vi = torch.as_tensor(pair_row[i : i + opts.pair_batch], device=opts.device)
-            ai = torch.as_tensor(pair_audio[i : i + opts.pair_batch], device=opts.device)
             sel = slice(i, i + opts.pair_batch)
-            out[rows[pair_row[sel]], pair_col[sel]] = score_pairs(vi, ai).float().cpu().numpy()
+            vi = torch.as_tensor(pair_row[sel], device=device)
+            ai = torch.as_tensor(pair_audio[sel], device=device)
+            out[out_rows[sel], pair_col[sel]] = score_pairs(vi, ai).float().cpu().numpy()
         if progress:
-            progress(r1, n_rows)
+            progress(b0 + len(block), len(rows))
     return out
 
 

@@ -1,15 +1,18 @@
-"""The few collective operations the trainer needs, as no-ops in a single process.
+"""The few collective operations the trainer and the evaluation need, as no-ops in a
+single process.
 
 Multi-process training is plain :class:`~torch.nn.parallel.DistributedDataParallel` under
 ``torchrun``; each rank draws from its own seeded stream, which is what a
 ``DistributedSampler`` would give for a data set that is sampled rather than enumerated.
+Evaluation under ``torchrun`` splits the clips over the ranks and gathers one table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +42,25 @@ def dist_from_env() -> Dist:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
     return Dist(rank, world, local)
+
+
+@contextlib.contextmanager
+def process_group(cuda: bool) -> Iterator[Dist]:
+    """The rank layout of this process; under ``torchrun`` (``WORLD_SIZE`` > 1) a process
+    group is created for the duration (NCCL on CUDA, each rank on the GPU of its local
+    rank; Gloo on CPU) unless the caller already made one."""
+    ctx = dist_from_env()
+    created = False
+    if ctx.enabled and not dist.is_initialized():
+        if cuda:
+            torch.cuda.set_device(ctx.local_rank)
+        dist.init_process_group("nccl" if cuda else "gloo")
+        created = True
+    try:
+        yield ctx
+    finally:
+        if created:
+            dist.destroy_process_group()
 
 
 def all_reduce_sum(values: Sequence[float], ctx: Dist, device: torch.device) -> list[float]:

@@ -53,9 +53,9 @@ from lipsync_fix.training.config import TrainConfig
 from lipsync_fix.training.distributed import (
     Dist,
     all_reduce_sum,
-    dist_from_env,
     gather,
     param_digest,
+    process_group,
 )
 from lipsync_fix.training.pairs import StreamSampler, SyncPairDataset, worker_init
 from lipsync_fix.training.runlog import RunLog
@@ -450,21 +450,10 @@ def train(config: TrainConfig) -> Path:
     DistributedDataParallel. Only rank 0 writes files. Throughput (samples/s) and the share
     of step time spent waiting for data are logged and written to ``<out_dir>/summary.json``.
     """
-    ctx = dist_from_env()
-    created = False
-    if ctx.enabled and not dist.is_initialized():
-        cuda = config.device.startswith("cuda") or (
-            config.device == "auto" and torch.cuda.is_available()
-        )
-        if cuda:
-            torch.cuda.set_device(ctx.local_rank)
-        dist.init_process_group("nccl" if cuda else "gloo")
-        created = True
-    try:
+    cuda = config.device.startswith("cuda") or (
+        config.device == "auto" and torch.cuda.is_available())
+    with process_group(cuda) as ctx:
         return _Trainer(config, ctx).run()
-    finally:
-        if created:
-            dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------------------------

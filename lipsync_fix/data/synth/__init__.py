@@ -3,7 +3,9 @@
 Real talking-face clips never come with a ground-truth offset, so the demo, the tests and
 the training of the small bundled models use clips made here. ``speech`` makes the
 timeline and the voice, ``face`` the mouth and the picture, ``clips`` puts them together
-(:func:`make_talking_head`), ``dataset`` writes data sets in the authors' layout.
+(:func:`make_talking_head`, with a drifting audio clock if asked), ``scenes`` joins several
+with hard cuts, each with its own offset (:func:`make_scene_clip`), ``dataset`` writes
+data sets in the authors' layout.
 """
 
 from lipsync_fix.data.synth.clips import (
@@ -15,6 +17,7 @@ from lipsync_fix.data.synth.clips import (
 )
 from lipsync_fix.data.synth.dataset import CROP_SOURCES, write_synthetic_dataset
 from lipsync_fix.data.synth.face import articulation_tracks, render_frames
+from lipsync_fix.data.synth.scenes import make_scene_clip
 from lipsync_fix.data.synth.speech import (
     Syllable,
     delay_audio,
@@ -30,6 +33,7 @@ __all__ = [
     "audio_at_16k",
     "clip_crops",
     "delay_audio",
+    "make_scene_clip",
     "make_talking_head",
     "render_frames",
     "speech_timeline",

@@ -62,11 +62,25 @@ class TalkingHead:
     audio_delay_ms: float
     lip_lead_ms: float
     syllables: tuple[Syllable, ...]
+    drift_ms_per_min: float = 0.0
+    scene_starts_s: tuple[float, ...] = (0.0,)
+    scene_delays_ms: tuple[float, ...] = ()
 
     @property
     def duration_s(self) -> float:
         """Length of the clip in seconds."""
         return len(self.frames) / self.fps
+
+    def true_delay_ms(self, time_s: float | np.ndarray) -> np.ndarray | float:
+        """The audio delay built into the clip at video time ``time_s``: the scene's own
+        delay for a multi-scene clip, ``audio_delay_ms`` plus the drift so far otherwise."""
+        t = np.asarray(time_s, dtype=np.float64)
+        if self.scene_delays_ms:
+            scene = np.searchsorted(np.asarray(self.scene_starts_s), t, side="right") - 1
+            out = np.asarray(self.scene_delays_ms)[np.clip(scene, 0, None)]
+        else:
+            out = self.audio_delay_ms + self.drift_ms_per_min * t / 60.0
+        return float(out) if out.ndim == 0 else out
 
 
 def make_talking_head(
@@ -80,6 +94,7 @@ def make_talking_head(
     background: str | None = None,
     flip: bool | None = None,
     head_motion: float = 1.0,
+    audio_clock_ppm: float = 0.0,
 ) -> TalkingHead:
     """Make a talking-head clip whose audio is offset from the lips by ``audio_delay_ms``.
 
@@ -92,16 +107,27 @@ def make_talking_head(
     at the start of the audio and its end trimmed); a negative one makes it come earlier.
     ``lip_lead_ms`` moves the lips ahead of the sound they make, as real speakers do, which is
     part of the clip's natural sync rather than an error to be fixed.
+
+    ``audio_clock_ppm`` makes the audio drift: it is recorded by a clock that runs that many
+    parts per million fast (slow when negative), as on a separate recorder, so the sound of
+    video time ``t`` is heard at ``audio_delay_ms + t * (1 + ppm / 1e6)``; the delay grows by
+    ``0.06 * ppm`` ms per minute (1000 ppm: 60 ms/min, about 23.976 vs 24 fps). The voice
+    is rendered at the fast clock's rate and played at the nominal one, so its pitch moves
+    by the same ratio, as a real clock error does.
     """
     n_frames = round(duration_s * fps)
     if n_frames < 1:
         raise ValueError(f"duration_s must cover at least one frame, got {duration_s}.")
+    if not abs(audio_clock_ppm) < 1e5:
+        raise ValueError(f"audio_clock_ppm must be within +-100000, got {audio_clock_ppm}.")
     n_samples = round(n_frames * sample_rate / fps)
     timeline_rng, voice_rng, face_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
     )
     syllables = speech_timeline(timeline_rng, n_frames / fps)
-    audio = synthesize_voice(voice_rng, syllables, n_samples, sample_rate)
+    # A clock running fast takes more samples per second of speech than the file claims.
+    render_rate = sample_rate * (1.0 + audio_clock_ppm * 1e-6) if audio_clock_ppm else sample_rate
+    audio = synthesize_voice(voice_rng, syllables, n_samples, render_rate)
     tracks = articulation_tracks(syllables, n_frames, fps, lip_lead_ms)
     frames, boxes = render_frames(face_rng, tracks, fps, size, background, flip, head_motion)
     return TalkingHead(
@@ -116,6 +142,7 @@ def make_talking_head(
         audio_delay_ms=audio_delay_ms,
         lip_lead_ms=lip_lead_ms,
         syllables=syllables,
+        drift_ms_per_min=0.06 * audio_clock_ppm,
     )
 
 

@@ -1,11 +1,14 @@
-"""Benchmark: the authors' per-pair scoring against the cached scorer, side by side.
+"""Benchmark: the authors' per-pair scoring against the cached scorer, and float32 against
+bf16, side by side.
 
 Both modes score the same clip with the same paper-size model in one process. The
 reference mode is slow (the whole 80M model per window and shift), so by default it
 scores a slice of rows from the middle of the clip, where every shift is in range; the
 cached mode scores the whole clip. Seconds per window are compared, and offsets are
 compared on the rows both scored (only where the best score leads the second by more than
-1e-3: below that, the last bits of a float sum decide).
+1e-3: below that, the last bits of a float sum decide). The cached scorer then runs again
+under bf16 autocast: its speed ratio, whether it picks the same offsets, and (with the
+measured bf16 matmul rate as the peak) the share of peak it reaches.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ class ScorerBenchmark:
     max_abs_score_diff: float
     gflops: float
     matmul_gflops: float
+    bf16_s_per_window: float
+    bf16_speedup: float  # float32 cached time / bf16 cached time
+    bf16_offsets_agree: float  # share of clearly decided rows with the same best shift
+    bf16_gflops: float
+    bf16_matmul_gflops: float
+    bf16_peak_share: float  # achieved bf16 rate / measured bf16 matmul rate
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -51,10 +60,13 @@ def bench_clip(duration_s: float, seed: int = 0) -> tuple[torch.Tensor, torch.Te
     return lower_half(clip_crops(clip)), log_mel_spectrogram(clip.audio), len(clip.audio)
 
 
-def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
-    """The machine's float32 matmul rate: the ceiling any scorer can approach."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+def matmul_gflops(
+    device: torch.device, size: int = 2048, repeats: int = 10,
+    dtype: torch.dtype = torch.float32,
+) -> float:
+    """The machine's matmul rate in ``dtype``: the ceiling any scorer can approach."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b  # warm-up
     _sync(device)
     start = time.perf_counter()
@@ -87,7 +99,8 @@ def run_scorer_benchmark(
     model = VocaLiST(PRESETS[preset]).to(dev).eval()
     frames, mel, n_samples = bench_clip(duration_s, seed)
     n_rows = num_windows(frames.shape[0], n_samples)
-    opts = ScoreOptions(device=dev)
+    opts = ScoreOptions(device=dev).for_device()
+    bf16 = ScoreOptions(device=dev, autocast=torch.bfloat16).for_device()
 
     score_matrix(model, frames[:12], mel, n_samples, opts)  # warm-up (allocator, kernels)
     _sync(dev)
@@ -110,10 +123,22 @@ def run_scorer_benchmark(
     mask = _margin_mask(reference) & _margin_mask(compared)
     identical = bool(np.array_equal(best_shifts(reference)[mask], best_shifts(compared)[mask]))
 
+    score_matrix(model, frames[:12], mel, n_samples, bf16)  # warm-up
+    _sync(dev)
+    start = time.perf_counter()
+    lower = score_matrix(model, frames, mel, n_samples, bf16)
+    _sync(dev)
+    bf16_s = (time.perf_counter() - start) / n_rows
+    clear = _margin_mask(cached, 0.05)
+    agree = float(np.mean(best_shifts(cached)[clear] == best_shifts(lower)[clear])) \
+        if clear.any() else float("nan")
+
     with FlopCounterMode(display=False) as counter:
         score_matrix(model, frames[: 5 + 2 * s + 8], mel, n_samples, opts)
     counted_rows = num_windows(5 + 2 * s + 8, n_samples)
     flops_per_window = counter.get_total_flops() / counted_rows
+    peak_size = 8192 if dev.type == "cuda" else 2048
+    bf16_peak = matmul_gflops(dev, peak_size, dtype=torch.bfloat16)
     return ScorerBenchmark(
         preset=preset,
         device=_device_name(dev),
@@ -126,7 +151,13 @@ def run_scorer_benchmark(
         offsets_compared=int(mask.sum()),
         max_abs_score_diff=float(np.abs(reference - compared).max()),
         gflops=flops_per_window / cached_s / 1e9,
-        matmul_gflops=matmul_gflops(dev),
+        matmul_gflops=matmul_gflops(dev, peak_size),
+        bf16_s_per_window=bf16_s,
+        bf16_speedup=cached_s / bf16_s,
+        bf16_offsets_agree=agree,
+        bf16_gflops=flops_per_window / bf16_s / 1e9,
+        bf16_matmul_gflops=bf16_peak,
+        bf16_peak_share=flops_per_window / bf16_s / 1e9 / bf16_peak,
     )
 
 

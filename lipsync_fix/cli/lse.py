@@ -1,0 +1,142 @@
+"""``lse`` (LSE-D and LSE-C of videos, as talking-head papers report them) and
+``bench lse`` (our pipeline against a frame-by-frame one like the reference's)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from lipsync_fix import batch
+from lipsync_fix.cli.app import (
+    Checkpoint,
+    Detector,
+    Device,
+    FaceBox,
+    Force,
+    Inputs,
+    Json,
+    Quiet,
+    Report,
+    Shard,
+    app,
+    bench_app,
+    print_error,
+    print_json,
+    progress_bar,
+    say,
+)
+from lipsync_fix.compute import resolve_device
+from lipsync_fix.evaluation.lse import (
+    MIN_TRACK,
+    VSHIFT,
+    LseOptions,
+    lse_video,
+    run_lse_benchmark,
+    summarize,
+)
+from lipsync_fix.models import SYNCNET_V2_FAMILY, load_model
+
+
+def _describe(record: dict) -> str:
+    delay = record["audio_delay_ms"]
+    timing = "in sync" if delay == 0 else \
+        f"audio {abs(delay):.0f} ms {'late' if delay > 0 else 'early'}"
+    return (f"{record['input']}: LSE-D {record['lse_d']:.3f}, LSE-C {record['lse_c']:.3f}, "
+            f"offset {record['syncnet_offset']:+d} frames (syncnet_python) = {timing}")
+
+
+@app.command("lse")
+def lse_command(
+    inputs: Inputs,
+    checkpoint: Checkpoint = "syncnet-v2",
+    vshift: Annotated[int, typer.Option(
+        min=1, max=100, help="Shifts searched either way, in frames (papers use 15).")] = VSHIFT,
+    detector: Detector = "auto",
+    face_box: FaceBox = None,
+    min_track: Annotated[int, typer.Option(
+        min=0, help="With --detector s3fd (the reference's tracker): detections a face "
+        "track needs to be scored (more than this).")] = MIN_TRACK,
+    device: Device = "cpu",
+    json_lines: Json = False,
+    report: Report = None,
+    shard: Shard = None,
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """LSE-D and LSE-C of each video (the original SyncNet's lip-sync metrics), and their
+    mean and standard deviation over all the videos.
+
+    LSE-D is the smallest mean embedding distance over +-VSHIFT frames (lower is better),
+    LSE-C the median minus that minimum (higher is better). The offset is printed in
+    syncnet_python's sign (positive: the audio leads) and in ours (audio_delay_ms,
+    positive: the audio is late). Crops use the reference's geometry; faces come from our
+    detector and tracker unless --detector s3fd, and there is no JPEG or XVID round trip,
+    so numbers can differ slightly from the reference pipeline's on the same video.
+    """
+    jobs = batch.select_shard(batch.plan_jobs(inputs), shard)
+    if report is not None:
+        batch.check_report_path(report, [j.input for j in jobs], force)
+    options = LseOptions(vshift=vshift, detector=detector, face_box=face_box,
+                         min_track=min_track, device=device)
+    model = load_model(checkpoint, resolve_device(device), family=SYNCNET_V2_FAMILY)
+    origin = {k: v for k, v in getattr(model, "origin", {"name": checkpoint}).items()
+              if k in ("name", "family", "sha256")}  # which model produced the numbers
+
+    with progress_bar(quiet or json_lines or len(jobs) > 1) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        def work(job: batch.Job) -> dict:
+            return lse_video(job.input, model, options, progress).to_json() | {"model": origin}
+
+        def echo(job: batch.Job, record: dict) -> None:
+            if json_lines:
+                print_json(record)
+            elif "error" in record:
+                print_error(record["error"])
+            else:
+                say(_describe(record))
+
+        result = batch.run_batch(jobs, work, report=report, force=force, on_record=echo)
+    summary = summarize(result.records)
+    if json_lines:
+        print_json({"summary": summary})
+    elif summary["videos"]:
+        failed = f", {summary['failed']} failed" if summary["failed"] else ""
+        say(f"LSE-D {summary['lse_d_mean']:.3f} ± {summary['lse_d_std']:.3f}, "
+                  f"LSE-C {summary['lse_c_mean']:.3f} ± {summary['lse_c_std']:.3f} "
+                  f"(mean ± std over {summary['videos']} videos{failed})")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@bench_app.command("lse")
+def bench_lse(
+    clips: Annotated[int, typer.Option(min=1, max=50, help="Generated clips.")] = 2,
+    seconds: Annotated[float, typer.Option(
+        min=0.5, max=60.0, help="Length of each clip.")] = 2.0,
+    size: Annotated[int, typer.Option(min=128, max=1024, help="Frame side in pixels.")] = 256,
+    detector: Detector = "auto",
+    device: Device = "cpu",
+    json_line: Json = False,
+) -> None:
+    """Our LSE pipeline against a frame-by-frame one doing the reference's work (JPEG dump
+    of every frame, detection on every frame, JPEG round trip of the crops), same model
+    (rule weights), same clips, one process: seconds and ratio, and how far the numbers
+    differ."""
+    result = run_lse_benchmark(clips, seconds, size, detector, str(resolve_device(device)))
+    say(f"{result.clips} clips of {result.seconds_per_clip:g} s ({result.frames} frames), "
+              f"device {result.device}")
+    say(f"ours:           {result.ours_s:.2f} s")
+    say(f"frame by frame: {result.frame_by_frame_s:.2f} s")
+    say(f"speedup:        {result.speedup:.2f}x")
+    say(f"same offsets: {result.offsets_equal}; largest difference LSE-D "
+              f"{result.lse_d_max_diff:.4f}, LSE-C {result.lse_c_max_diff:.4f} "
+              f"(of which JPEG alone: {result.jpeg_lse_d_max_diff:.4f}, "
+              f"{result.jpeg_lse_c_max_diff:.4f})")
+    if json_line:
+        print_json(result.to_json())
+

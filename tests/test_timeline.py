@@ -1,0 +1,275 @@
+"""The offset model over time (constant / drift / piecewise) on synthetic segment evidence.
+
+Each synthetic segment's curve is a bell around its true offset plus noise, on the score
+matrices' grid (-600..600 ms in 40 ms steps); "wrong" segments (silence, another face) get
+a noise-only curve or a bell somewhere random. The criterion must keep constant clips
+constant, find true drifts and steps, and not be fooled by the wrong segments.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lipsync_fix.errors import UncertainEstimateError, UsageError
+from lipsync_fix.sync.scoring import OUT_OF_RANGE
+from lipsync_fix.sync.timeline import (
+    SegmentEvidence,
+    TimelineOptions,
+    evidence_from_scores,
+    fit_offset_model,
+    measure_segment,
+)
+
+SHIFTS = np.arange(-15, 16) * 40.0
+
+
+def bell(rng: np.random.Generator, delay_ms: float, noise: float = 0.12) -> np.ndarray:
+    width = rng.uniform(50.0, 90.0)
+    return np.exp(-0.5 * ((SHIFTS - delay_ms) / width) ** 2) + rng.normal(0, noise, SHIFTS.size)
+
+
+def make_evidence(
+    rng: np.random.Generator,
+    duration_s: float,
+    offset,
+    segment_s: float = 1.0,
+    wrong: float = 0.0,
+    wrong_where=None,
+) -> list[SegmentEvidence]:
+    """One segment per ``segment_s``; ``offset(t)`` is the truth; a share ``wrong`` of
+    segments (or those where ``wrong_where(t)``) read noise."""
+    out = []
+    for k in range(int(duration_s / segment_s)):
+        start, end = k * segment_s, (k + 1) * segment_s
+        centre = 0.5 * (start + end)
+        is_wrong = rng.random() < wrong if wrong_where is None else wrong_where(centre)
+        if is_wrong:
+            curve = (rng.normal(0, 0.3, SHIFTS.size) if rng.random() < 0.5
+                     else bell(rng, rng.uniform(-600, 600)))
+        else:
+            curve = bell(rng, offset(centre))
+        out.append(SegmentEvidence(start, end, SHIFTS, curve, windows=int(rng.integers(15, 22))))
+    return out
+
+
+def test_measure_segment_finds_a_parabola_vertex_between_grid_points():
+    curve = -((SHIFTS - 57.0) ** 2) / 1e4
+    m = measure_segment(SegmentEvidence(2.0, 3.0, SHIFTS, curve, 21))
+    assert m is not None and m.audio_delay_ms == pytest.approx(57.0, abs=1e-6)
+    assert m.centre_s == 2.5
+    narrow, broad = (np.exp(-0.5 * ((SHIFTS - 57.0) / w) ** 2) for w in (40.0, 150.0))
+    sharp = measure_segment(SegmentEvidence(0, 1, SHIFTS, narrow, 21))
+    loose = measure_segment(SegmentEvidence(0, 1, SHIFTS, broad, 21))
+    assert sharp.spread < loose.spread  # a sharper peak pins the offset down more
+    few = measure_segment(SegmentEvidence(0, 1, SHIFTS, narrow, 3))
+    assert few.windows == 3 and few.audio_delay_ms == sharp.audio_delay_ms
+
+
+def test_measure_segment_refuses_a_flat_curve_and_keeps_edge_peaks_loose():
+    assert measure_segment(SegmentEvidence(0, 1, SHIFTS, np.zeros(SHIFTS.size), 21)) is None
+    edge = measure_segment(SegmentEvidence(0, 1, SHIFTS, SHIFTS.copy(), 21))
+    assert edge.audio_delay_ms == 600.0
+    inner = measure_segment(SegmentEvidence(0, 1, SHIFTS, -np.abs(SHIFTS), 21))
+    assert edge.spread > inner.spread
+
+
+def test_segment_evidence_validates_its_arrays():
+    with pytest.raises(ValueError, match="one length"):
+        SegmentEvidence(0, 1, SHIFTS, np.zeros(3), 5)
+    with pytest.raises(ValueError, match="increasing"):
+        SegmentEvidence(0, 1, SHIFTS[::-1], np.zeros(SHIFTS.size), 5)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_constant_offset_stays_constant_under_noise_and_wrong_segments(seed):
+    rng = np.random.default_rng(seed)
+    delay = rng.uniform(-400, 400)
+    evidence = make_evidence(rng, rng.uniform(20, 120), lambda t: delay, wrong=0.15)
+    model = fit_offset_model(evidence)
+    assert model.kind == "constant", model.bic
+    assert model.drift_ms_per_min == 0.0 and model.breaks == []
+    assert abs(model.audio_delay_ms - delay) < 20.0
+    assert len(model.segments) == 1 and model.segments[0].confidence > 0.7
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_clip_in_sync_is_not_called_drifting(seed):
+    rng = np.random.default_rng(100 + seed)
+    model = fit_offset_model(make_evidence(rng, 90.0, lambda t: 0.0, wrong=0.1))
+    assert model.kind == "constant" and model.in_sync()
+
+
+def test_wrong_segments_bunched_at_the_end_do_not_invent_a_drift():
+    """A wrong face or silence over the last fifth of the clip reads noise there (random
+    peaks, some of them sharp): never a drift, and a span of its own only when several of
+    its random readings happen to agree (at most 1 clip in 20)."""
+    kinds = []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        evidence = make_evidence(rng, 60.0, lambda t: 80.0, wrong_where=lambda t: t > 48)
+        model = fit_offset_model(evidence)
+        kinds.append(model.kind)
+        assert model.kind != "drift"
+        assert abs(model.offset_at(10.0) - 80.0) < 15.0
+    assert kinds.count("constant") >= 0.95 * len(kinds)
+
+
+def test_wrong_segments_reading_one_wrong_offset_are_a_step_not_a_drift():
+    """A stretch that consistently reads another offset is a span of its own, never a
+    slope through both."""
+    rng = np.random.default_rng(8)
+    evidence = make_evidence(rng, 60.0, lambda t: 80.0 if t < 40 else -240.0)
+    model = fit_offset_model(evidence)
+    assert model.kind == "piecewise" and len(model.breaks) == 1
+    assert abs(model.breaks[0] - 40.0) <= 0.5
+
+
+@pytest.mark.parametrize(("slope", "duration"), [(30.0, 120.0), (60.0, 90.0), (-60.0, 120.0),
+                                                 (120.0, 60.0), (-45.0, 120.0)])
+def test_a_true_drift_is_found_with_its_slope_within_20_percent(slope, duration):
+    rng = np.random.default_rng(int(abs(slope) + duration))
+    start = rng.uniform(-150, 150)
+    evidence = make_evidence(rng, duration, lambda t: start + slope * t / 60.0, wrong=0.1)
+    model = fit_offset_model(evidence)
+    assert model.kind == "drift", model.bic
+    assert abs(model.drift_ms_per_min - slope) <= 0.2 * abs(slope)
+    assert abs(model.audio_delay_ms - start) < 20.0
+    assert model.drift_uncertainty_ms_per_min < 0.5 * abs(slope)
+    assert len(model.segments) == len(evidence)
+    end = model.offset_at(duration)
+    assert abs(end - (start + slope * duration / 60)) < 25.0
+    words = model.describe()
+    assert f"{abs(model.drift_ms_per_min):.0f} ms {'later' if slope > 0 else 'earlier'} per " \
+           "minute" in words
+
+
+@pytest.mark.parametrize("n_scenes", [2, 3, 4])
+@pytest.mark.parametrize("with_cuts", [False, True])
+def test_scenes_are_found_with_breaks_within_half_a_second(n_scenes, with_cuts):
+    rng = np.random.default_rng(n_scenes + 10 * with_cuts)
+    cuts = np.sort(rng.uniform(0, 1, n_scenes - 1)) * 0 + np.linspace(0, 40, n_scenes + 1)[1:-1]
+    cuts = cuts + rng.uniform(-2, 2, cuts.size)
+    levels = [-300.0]
+    for _ in range(n_scenes - 1):  # neighbouring scenes at least two frames apart
+        levels.append(float(rng.choice([v for v in np.arange(-400, 401, 40)
+                                        if abs(v - levels[-1]) >= 80])))
+    truth = lambda t: levels[int(np.searchsorted(cuts, t))]  # noqa: E731
+    evidence = make_evidence(rng, 40.0, truth, wrong=0.05)
+    model = fit_offset_model(evidence, scene_cuts_s=cuts if with_cuts else (), duration_s=41.5)
+    assert model.kind == "piecewise", model.bic
+    assert model.segments[0].start_s == 0.0 and model.segments[-1].end_s == 41.5
+    assert len(model.breaks) == n_scenes - 1
+    assert np.max(np.abs(np.array(model.breaks) - cuts)) <= 0.5 + 1e-9
+    for segment, level in zip(model.segments, levels, strict=True):
+        assert abs(segment.audio_delay_ms - level) <= 40.0
+    durations = np.diff([0.0, *model.breaks, 41.5])
+    mean = float(np.dot(durations, [s.audio_delay_ms for s in model.segments]) / 41.5)
+    assert model.audio_delay_ms == pytest.approx(mean, abs=0.05)
+    assert model.offset_at(0.1) == model.segments[0].audio_delay_ms
+
+
+@pytest.mark.parametrize("cut", [20.25, 20.5, 20.8, 33.1])
+def test_a_break_inside_a_segment_is_placed_to_a_fraction_of_it(cut):
+    """The segment that straddles the cut averages windows of both offsets; the break is
+    read from how much of each its curve holds, not left at a segment boundary."""
+    rng = np.random.default_rng(int(cut * 10))
+    before, after = 160.0, -200.0
+    evidence = []
+    for k in range(50):
+        a = float(np.clip(cut - k, 0.0, 1.0))  # share of this segment before the cut
+        curve = a * bell(rng, before, 0.0) + (1 - a) * bell(rng, after, 0.0)
+        curve += rng.normal(0, 0.08, SHIFTS.size)
+        evidence.append(SegmentEvidence(k, k + 1.0, SHIFTS, curve, windows=21))
+    model = fit_offset_model(evidence)
+    assert model.kind == "piecewise" and len(model.breaks) == 1
+    assert abs(model.breaks[0] - cut) <= 0.2
+
+
+def test_scene_cuts_alone_do_not_make_a_constant_clip_piecewise():
+    rng = np.random.default_rng(3)
+    evidence = make_evidence(rng, 40.0, lambda t: 120.0, wrong=0.1)
+    model = fit_offset_model(evidence, scene_cuts_s=[10.0, 20.0, 30.0])
+    assert model.kind == "constant"
+
+
+def test_steps_smaller_than_a_frame_are_not_worth_a_break():
+    """A 25 ms step is below one frame: no break is placed (a slow drift may describe it),
+    and whatever model is chosen stays within a frame of the truth everywhere."""
+    rng = np.random.default_rng(4)
+    truth = lambda t: 100.0 if t < 30 else 125.0  # noqa: E731
+    model = fit_offset_model(make_evidence(rng, 60.0, truth))
+    assert model.kind != "piecewise" and model.breaks == []
+    for t in np.arange(0.5, 60.0, 1.0):
+        assert abs(model.offset_at(t) - truth(t)) < 40.0
+
+
+def test_a_model_can_be_forced():
+    rng = np.random.default_rng(5)
+    evidence = make_evidence(rng, 60.0, lambda t: 40.0)
+    drift = fit_offset_model(evidence, options=TimelineOptions(model="drift"))
+    assert drift.kind == "drift" and abs(drift.drift_ms_per_min) < 15.0
+    steps = fit_offset_model(evidence, options=TimelineOptions(model="piecewise"))
+    assert steps.kind == "piecewise"
+    assert all(abs(s.audio_delay_ms - 40.0) < 20 for s in steps.segments)
+    rng = np.random.default_rng(6)
+    drifting = make_evidence(rng, 60.0, lambda t: t)
+    assert fit_offset_model(drifting, options=TimelineOptions(model="constant")).kind == "constant"
+
+
+def test_options_are_checked_with_one_clear_sentence():
+    with pytest.raises(UsageError, match="one of auto, constant, drift, piecewise"):
+        TimelineOptions(model="linear")
+    with pytest.raises(UsageError, match="outlier_share"):
+        TimelineOptions(outlier_share=1.5)
+
+
+def test_no_readable_segment_is_an_uncertain_estimate():
+    flat = [SegmentEvidence(0, 1, SHIFTS, np.zeros(SHIFTS.size), 21)]
+    with pytest.raises(UncertainEstimateError, match="no segment"):
+        fit_offset_model(flat)
+
+
+def test_one_segment_gives_a_constant_that_cannot_be_cross_checked():
+    rng = np.random.default_rng(9)
+    model = fit_offset_model(make_evidence(rng, 1.0, lambda t: 200.0))
+    assert model.kind == "constant" and abs(model.audio_delay_ms - 200.0) < 40
+    assert model.confidence <= 0.5 and model.segments[0].confidence <= 0.5
+
+
+def test_json_contract_and_words():
+    rng = np.random.default_rng(10)
+    model = fit_offset_model(make_evidence(rng, 60.0, lambda t: 20.0 + 0.6 * t))
+    record = model.to_json()
+    assert record["model"] == "drift"
+    assert set(record) >= {"model", "audio_delay_ms", "drift_ms_per_min", "segments", "breaks"}
+    assert set(record["segments"][0]) >= {"start_s", "end_s", "audio_delay_ms", "confidence"}
+    assert record["audio_delay_ms"] == round(model.offset_at(0.0), 1)
+    assert model.describe().startswith(
+        f"audio drifts {model.drift_ms_per_min:.0f} ms later per minute, from "
+        f"{model.audio_delay_ms:.0f} ms to {model.offset_at(60.0):.0f} ms")
+    assert 28 < model.drift_ms_per_min < 44
+    assert not model.in_sync()
+    constant = fit_offset_model(make_evidence(rng, 30.0, lambda t: 0.0)).to_json()
+    assert constant["model"] == "constant" and constant["drift_ms_per_min"] == 0
+
+
+def test_evidence_from_scores_averages_usable_rows_per_segment():
+    rng = np.random.default_rng(11)
+    scores = rng.normal(size=(50, 7)).astype(np.float32)
+    scores[:3, :3] = OUT_OF_RANGE  # the clip's left edge
+    used = np.ones(50, bool)
+    used[10:20] = False  # silence: the second segment has no usable row
+    evidence = evidence_from_scores(scores, used, segment_rows=10, window_frames=5)
+    assert [e.start_s for e in evidence] == [0.0, 0.8, 1.2, 1.6]
+    assert evidence[0].end_s == pytest.approx((9 + 5) / 25)
+    assert evidence[0].windows == 10
+    np.testing.assert_allclose(evidence[1].scores, scores[20:30].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(evidence[0].scores[:3], scores[3:10, :3].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(evidence[0].shifts_ms, (np.arange(7) - 3) * 40.0)
+    # A last stretch shorter than half a segment joins the one before.
+    assert len(evidence_from_scores(scores[:44], used[:44], 10)) == 3
+    assert math.isclose(evidence_from_scores(scores[:44], used[:44], 10)[-1].end_s,
+                        (43 + 5) / 25)
