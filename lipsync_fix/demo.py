@@ -126,13 +126,14 @@ def run_demo(
     timeline: TimelineOptions | None = None,
 ) -> DemoResult | TimelineDemoResult:
     """Make the clip, estimate its delay, and write the fixed copy beside it (after
-    :func:`check_demo`). With a drift or several scenes it is :func:`run_timeline_demo`."""
+    :func:`check_demo`). With a drift or several scenes the offset over time is fitted,
+    the clip fixed by it, and the fixed copy measured again."""
     options = options or SyncOptions()
     check_demo(out_dir, audio_delay_ms, seconds, options, drift_ms_per_min, scenes)
     seconds = demo_seconds(seconds, drift_ms_per_min, scenes)
     if drift_ms_per_min or scenes != 1:
-        return run_timeline_demo(model, out_dir, audio_delay_ms, seconds, seed, options,
-                                 progress, drift_ms_per_min, scenes, timeline)
+        return _run_timeline_demo(model, out_dir, audio_delay_ms, seconds, seed, options,
+                                  progress, drift_ms_per_min, scenes, timeline)
     out_dir.mkdir(parents=True, exist_ok=True)
     clip = make_demo_clip(out_dir / "demo_out_of_sync.mp4", audio_delay_ms, seconds, seed)
     estimate = estimate_sync(clip, model, options, progress)
@@ -235,26 +236,13 @@ def make_timeline_clip(
     return clip
 
 
-def run_timeline_demo(
-    model: nn.Module,
-    out_dir: Path,
-    audio_delay_ms: float = DEMO_DELAY_MS,
-    seconds: float | None = None,
-    seed: int = 2024,
-    options: SyncOptions | None = None,
-    progress: Progress | None = None,
-    drift_ms_per_min: float = 0.0,
-    scenes: int = 1,
-    timeline: TimelineOptions | None = None,
+def _run_timeline_demo(
+    model: nn.Module, out_dir: Path, audio_delay_ms: float, seconds: float, seed: int,
+    options: SyncOptions, progress: Progress | None, drift_ms_per_min: float, scenes: int,
+    timeline: TimelineOptions | None,
 ) -> TimelineDemoResult:
-    """Make a drifting or multi-scene clip, fit the offset over time, fix it, re-measure.
-
-    ``seconds`` defaults to :data:`DEMO_DRIFT_SECONDS` for a drift and
-    :data:`DEMO_SCENE_SECONDS` per scene.
-    """
-    options = options or SyncOptions()
-    check_demo(out_dir, audio_delay_ms, seconds, options, drift_ms_per_min, scenes)
-    seconds = demo_seconds(seconds, drift_ms_per_min, scenes)
+    """Make a drifting or multi-scene clip, fit the offset over time, fix it, re-measure
+    (:func:`run_demo` has checked the numbers)."""
     limit = options.max_offset_ms - FRAME_MS
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"demo_{scenes}_scenes" if scenes > 1 else "demo_drift"
