@@ -26,17 +26,13 @@ from lipsync_fix.features.constants import FRAME_MS
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
 from lipsync_fix.sync.frontend import Progress
 from lipsync_fix.sync.retime import fix_timeline
-from lipsync_fix.sync.timeline import (
-    OffsetModel,
-    TimelineOptions,
-)
+from lipsync_fix.sync.timeline import MAX_DRIFT_MS_PER_MIN, OffsetModel, TimelineOptions
 
 DEMO_DELAY_MS = 200.0
 DEMO_SECONDS = 8.0
 MIN_SECONDS, MAX_SECONDS = 2.0, 600.0
 MAX_SCENES = 6
 MIN_SCENE_SECONDS = 4.0  # a scene needs a few 1-s segments to be told apart
-MAX_DRIFT_MS_PER_MIN = 600.0  # 1 % clock error: far beyond any real recorder
 DEMO_DRIFT_SECONDS = 60.0  # a drift needs time to show: 60 ms/min moves the offset 60 ms
 DEMO_SCENE_SECONDS = 8.0  # per scene
 SCENE_DELAY_STEPS_MS = (-320.0, 160.0, -240.0, 200.0, -160.0)

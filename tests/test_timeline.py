@@ -16,6 +16,7 @@ import pytest
 from lipsync_fix.errors import UncertainEstimateError, UsageError
 from lipsync_fix.sync.scoring import OUT_OF_RANGE
 from lipsync_fix.sync.timeline import (
+    MAX_DRIFT_MS_PER_MIN,
     SegmentEvidence,
     TimelineOptions,
     evidence_from_scores,
@@ -217,6 +218,23 @@ def test_a_model_can_be_forced():
     rng = np.random.default_rng(6)
     drifting = make_evidence(rng, 60.0, lambda t: t)
     assert fit_offset_model(drifting, options=TimelineOptions(model="constant")).kind == "constant"
+
+
+def test_a_line_steeper_than_any_clock_is_not_a_drift():
+    """Readings of a 2 s clip that sweep the whole range (a model that has not learnt,
+    noise) fit a line of tens of seconds per minute: not a drift, which the fix would
+    resample by; forced, it is an uncertain estimate, not a crash in the fix."""
+    rng = np.random.default_rng(3)
+    evidence = [SegmentEvidence(0.2 * k, 0.2 * (k + 1), SHIFTS, bell(rng, 500 - 100 * k, 0.02),
+                                windows=5) for k in range(10)]
+    steep = fit_offset_model(evidence, options=TimelineOptions(model="auto"))
+    assert steep.kind != "drift" and steep.bic["drift"] == math.inf
+    with pytest.raises(UncertainEstimateError, match="not a clock drift"):
+        fit_offset_model(evidence, options=TimelineOptions(model="drift"))
+    # a steep but real clock error (0.9 % of the clock) is still a drift
+    slope = 0.9 * MAX_DRIFT_MS_PER_MIN
+    ok = make_evidence(np.random.default_rng(4), 40.0, lambda t: -170.0 + slope * t / 60.0)
+    assert fit_offset_model(ok).kind == "drift"
 
 
 def test_options_are_checked_with_one_clear_sentence():

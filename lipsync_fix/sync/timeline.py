@@ -47,6 +47,11 @@ from lipsync_fix.errors import UncertainEstimateError, UsageError
 from lipsync_fix.features.constants import FRAME_MS, FRAMES_PER_WINDOW, VIDEO_FPS
 from lipsync_fix.sync.scoring import OUT_OF_RANGE
 
+MAX_DRIFT_MS_PER_MIN = 600.0
+"""The fastest drift taken for a clock drift: 1 % (recorders are off by well under 0.01 %,
+a 23.976/24 fps mislabel is 0.1 %). A steeper line through noisy readings of a short clip
+is noise, and resampling by it would ruin the audio."""
+
 MODELS = ("auto", "constant", "drift", "piecewise")
 """What ``--model`` accepts: ``auto`` chooses, the others force one."""
 
@@ -566,7 +571,9 @@ def fit_offset_model(
         slope, intercept, _, _ = stats.theilslopes(p.y, p.t)
         starts.append((float(intercept), float(slope)))
     a1, b1, ll1 = _fit_line(p, starts) if p.n >= 3 else (a0, 0.0, ll0)
-    bic["drift"] = -2 * ll1 + 2 * log_n
+    # a line steeper than any clock drift is no candidate (noise of a short clip)
+    plausible = abs(60.0 * b1) <= MAX_DRIFT_MS_PER_MIN
+    bic["drift"] = -2 * ll1 + 2 * log_n if plausible else math.inf
     # piecewise
     spans, pw_cost = _piecewise(p, grid, scene_cuts_s, opts, log_n)
     bic["piecewise"] = pw_cost
@@ -585,6 +592,10 @@ def fit_offset_model(
             kind = min(choices, key=bic.__getitem__)
 
     if kind == "drift":
+        if not plausible:
+            raise UncertainEstimateError(
+                f"the best line through the readings drifts {60.0 * b1:.0f} ms/min, beyond "
+                f"+-{MAX_DRIFT_MS_PER_MIN:.0f} ms/min: that is not a clock drift")
         return _drift_model(p, a1, b1, clip_start, clip_end, bic)
     if kind == "piecewise":
         return _piecewise_model(p, grid, spans, scene_cuts_s, clip_start, clip_end, bic)
