@@ -248,5 +248,6 @@ def _run_timeline_demo(
     found = clip_timeline(clip_path, model, options, timeline, progress)
     fixed = out_dir / f"{name}_fixed.mp4"
     fix_timeline(clip_path, fixed, found, force=True)
-    after = clip_timeline(fixed, model, options, timeline, progress)
+    # the fixed copy is read on every window, so each part of it is checked, not a sample
+    after = clip_timeline(fixed, model, replace(options, exhaustive=True), timeline, progress)
     return TimelineDemoResult(clip_path, fixed, truth, found, after)
