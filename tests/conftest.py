@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from lipsync_fix import cli
@@ -25,6 +27,22 @@ needs_shared = pytest.mark.skipif(
     not REALWORLD.is_dir(), reason=f"{SHARED} is missing (the real clips and specs)")
 """Mark for tests that read ``../shared``: they are reported as skipped, not passed, when a
 checkout has no ``shared`` folder beside it."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n``) each worker gets its share of the cores for torch, so
+    two workers on two cores do not fight over four threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files holding a slow test run first (in their own order), so that with
+    ``-n 2 --dist loadfile`` the long files start at once instead of leaving one worker
+    busy at the end while the other idles."""
+    heavy = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in heavy)
 
 
 @pytest.fixture(scope="session")
