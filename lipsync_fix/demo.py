@@ -73,6 +73,12 @@ def demo_seconds(seconds: float | None, drift_ms_per_min: float = 0.0, scenes: i
     return DEMO_DRIFT_SECONDS if drift_ms_per_min else DEMO_SECONDS
 
 
+def timeline_limit_ms(options: SyncOptions) -> float:
+    """How far a drift or scene demo's delay may go: the searched range less a frame, so
+    the truth never sits on the edge where the estimate is called uncertain."""
+    return options.max_offset_ms - FRAME_MS
+
+
 def check_demo(out_dir: Path, audio_delay_ms: float, seconds: float | None,
                options: SyncOptions, drift_ms_per_min: float = 0.0, scenes: int = 1) -> None:
     """Refuse a demo that cannot show what it promises, before anything is loaded or
@@ -93,7 +99,7 @@ def check_demo(out_dir: Path, audio_delay_ms: float, seconds: float | None,
         raise UsageError(f"the demo's drift must be within +-{MAX_DRIFT_MS_PER_MIN:.0f} ms/min, "
                          f"got {drift_ms_per_min}")
     if drift_ms_per_min or scenes > 1:
-        limit = options.max_offset_ms - FRAME_MS  # keep a frame of margin inside the search
+        limit = timeline_limit_ms(options)
         end_delay = audio_delay_ms + drift_ms_per_min * seconds / 60.0
         if not (math.isfinite(audio_delay_ms)
                 and max(abs(audio_delay_ms), abs(end_delay)) <= limit):
@@ -239,7 +245,7 @@ def _run_timeline_demo(
 ) -> TimelineDemoResult:
     """Make a drifting or multi-scene clip, fit the offset over time, fix it, re-measure
     (:func:`run_demo` has checked the numbers)."""
-    limit = options.max_offset_ms - FRAME_MS
+    limit = timeline_limit_ms(options)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"demo_{scenes}_scenes" if scenes > 1 else "demo_drift"
     clip_path = out_dir / f"{name}.mp4"

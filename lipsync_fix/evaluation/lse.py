@@ -196,6 +196,19 @@ def lse_from_distances(distances: torch.Tensor, vshift: int = VSHIFT) -> LseScor
     )
 
 
+def _embed_in_batches(
+    encode: Callable[[np.ndarray], torch.Tensor], n_windows: int, batch_size: int
+) -> torch.Tensor:
+    """``encode(starts)`` over windows ``0 .. n_windows - 1`` in batches of ``batch_size``,
+    in true float32 (the metric is the reference's), gathered on the CPU."""
+    out = []
+    with torch.inference_mode(), full_float32():
+        for start in range(0, n_windows, batch_size):
+            starts = np.arange(start, min(start + batch_size, n_windows))
+            out.append(encode(starts).float().cpu())
+    return torch.cat(out)
+
+
 def embed_video(
     model: nn.Module,
     crops: np.ndarray,
@@ -205,13 +218,10 @@ def embed_video(
 ) -> torch.Tensor:
     """Lip embeddings ``(n_windows, 1024)`` of 224x224 BGR ``crops`` ``(N, 224, 224, 3)``
     uint8; window ``v`` is frames ``v .. v+4``. Batches of ``batch_size`` windows."""
-    out = []
-    with torch.inference_mode(), full_float32():
-        for start in range(0, n_windows, batch_size):
-            starts = np.arange(start, min(start + batch_size, n_windows))
-            windows = SYNCNET.video_windows(crops, starts, FRAMES_PER_WINDOW)
-            out.append(model.encode_video(windows.to(device)).float().cpu())
-    return torch.cat(out)
+    return _embed_in_batches(
+        lambda starts: model.encode_video(
+            SYNCNET.video_windows(crops, starts, FRAMES_PER_WINDOW).to(device)),
+        n_windows, batch_size)
 
 
 def embed_audio(
@@ -223,13 +233,10 @@ def embed_audio(
 ) -> torch.Tensor:
     """Audio embeddings ``(n_windows, 1024)`` of an MFCC matrix ``cct`` ``(13, M)``;
     window ``v`` is columns ``4 v .. 4 v + 19``."""
-    out = []
-    with torch.inference_mode(), full_float32():
-        for start in range(0, n_windows, batch_size):
-            starts = np.arange(start, min(start + batch_size, n_windows))
-            windows = SYNCNET.audio_windows(cct, starts, FRAMES_PER_WINDOW)
-            out.append(model.encode_audio(windows.to(device)).float().cpu())
-    return torch.cat(out)
+    return _embed_in_batches(
+        lambda starts: model.encode_audio(
+            SYNCNET.audio_windows(cct, starts, FRAMES_PER_WINDOW).to(device)),
+        n_windows, batch_size)
 
 
 def embed_clip(
