@@ -64,7 +64,9 @@ from lipsync_fix.sync.timeline import (
     OffsetModel,
     SegmentEvidence,
     TimelineOptions,
+    drift_words,
     fit_offset_model,
+    steps_words,
 )
 
 TIMELINE_BUDGET_FACTOR = 2
@@ -173,13 +175,10 @@ class SyncEstimate:
             what = f"audio is {_late_or_early(self.audio_delay_ms, delay)}"
         if self.offset_model == "drift":
             end = self.audio_delay_ms + self.drift_ms_per_min * self.duration_s / 60.0
-            way = "later" if self.drift_ms_per_min > 0 else "earlier"
-            what += (f"; the audio drifts {abs(self.drift_ms_per_min):.0f} ms {way} per "
-                     f"minute, from {self.audio_delay_ms:.0f} ms to {end:.0f} ms")
+            what += f"; {drift_words(self.audio_delay_ms, self.drift_ms_per_min, end)}"
         elif self.offset_model == "piecewise":
-            parts = ", ".join(f"{s['audio_delay_ms']:.0f} ms from {s['start_s']:.1f} s"
-                              for s in self.segments)
-            what += f"; the offset changes {len(self.breaks)} time(s): {parts}"
+            spans = [(s["start_s"], s["end_s"], s["audio_delay_ms"]) for s in self.segments]
+            what += f"; {steps_words(spans)}"
         why = f" ({'; '.join(self.notes)})" if self.notes else ""
         return (f"{self.input}: {what}, confidence {self.confidence:.2f}, "
                 f"{self.windows_used} windows, face in {100 * self.face_coverage:.0f}% of "

@@ -239,20 +239,27 @@ class OffsetModel:
         """The model in words, e.g. "audio drifts 38 ms later per minute, from 20 ms to
         400 ms"."""
         if self.kind == "drift":
-            end = float(self.offset_at(self.end_s))
-            way = "later" if self.drift_ms_per_min > 0 else "earlier"
-            return (f"audio drifts {abs(self.drift_ms_per_min):.0f} ms {way} per minute, "
-                    f"from {_signed(self.audio_delay_ms)} to {_signed(end)}")
+            return drift_words(self.audio_delay_ms, self.drift_ms_per_min,
+                               float(self.offset_at(self.end_s)))
         if self.kind == "piecewise":
-            parts = "; ".join(f"{s.start_s:.1f}-{s.end_s:.1f} s: {_late(s.audio_delay_ms)}"
-                              for s in self.segments)
-            times = {1: "once", 2: "twice"}.get(len(self.breaks), f"{len(self.breaks)} times")
-            return f"the offset changes {times} ({parts})"
+            return steps_words([(s.start_s, s.end_s, s.audio_delay_ms) for s in self.segments])
         return f"one offset throughout: {_late(self.audio_delay_ms)}"
 
 
-def _signed(delay_ms: float) -> str:
-    return f"{delay_ms:.0f} ms"
+def drift_words(start_ms: float, drift_ms_per_min: float, end_ms: float) -> str:
+    """A drift in words (here and in the estimate's sentence), e.g. "audio drifts 38 ms
+    later per minute, from 20 ms to 400 ms"."""
+    way = "later" if drift_ms_per_min > 0 else "earlier"
+    return (f"audio drifts {abs(drift_ms_per_min):.0f} ms {way} per minute, "
+            f"from {start_ms:.0f} ms to {end_ms:.0f} ms")
+
+
+def steps_words(spans: Sequence[tuple[float, float, float]]) -> str:
+    """A piecewise offset in words, from its ``(start_s, end_s, audio_delay_ms)`` spans."""
+    parts = "; ".join(f"{start:.1f}-{end:.1f} s: {_late(delay)}" for start, end, delay in spans)
+    breaks = len(spans) - 1
+    times = {1: "once", 2: "twice"}.get(breaks, f"{breaks} times")
+    return f"the offset changes {times} ({parts})"
 
 
 def _late(delay_ms: float) -> str:
