@@ -1,5 +1,19 @@
 """Shared fixtures: the golden data of the authors' reference code and its weight rule, the
-``needs_shared`` mark, and :func:`invoke` (the command line, in-process)."""
+``needs_shared`` mark, and :func:`invoke` (the command line, in-process).
+
+**How results are compared** (machines of one kind pick different float kernels, so a
+float result may differ in its last bits from one machine to the next):
+
+* exactly: integers, copies (bytes, packets), masks and whole-sample shifts;
+* floats: with the golden data's tolerances (``assert_allclose``, ``max() < tol``), never
+  bit for bit;
+* an argmax (a row's best shift, an accuracy line): only where the best score leads the
+  second best by more than the tolerance of the scores it is taken from
+  (:func:`clear_lead`); elsewhere two correct implementations may pick either.
+
+Every test gets its own model cache (``$LIPSYNC_FIX_CACHE``) and torch hub folder, so no
+test reads or writes the user's ``~/.cache``.
+"""
 
 from __future__ import annotations
 
@@ -16,17 +30,74 @@ from typer.testing import CliRunner
 
 from lipsync_fix import cli
 from lipsync_fix.evaluation import golden
+from lipsync_fix.evaluation.protocols import clip_accuracies, progress_line
 from lipsync_fix.models.vocalist import VocaLiST
+from lipsync_fix.sync.offsets import best_shifts, context_average
 
 DATA = Path(__file__).parent / "data"  # golden files only the tests need
 GOLDEN = golden.GOLDEN  # golden files the package ships (lipsync-fix check)
 SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the checkout
 REALWORLD = SHARED / "realworld"
 
+SHARED_FOLDERS = ("realworld", "syncnet/golden", "vocalist/golden", "mtdvocalist/golden")
+_missing_shared = [name for name in SHARED_FOLDERS if not (SHARED / name).is_dir()]
 needs_shared = pytest.mark.skipif(
-    not REALWORLD.is_dir(), reason=f"{SHARED} is missing (the real clips and specs)")
+    bool(_missing_shared),
+    reason=f"{SHARED} lacks {', '.join(_missing_shared)} (the real clips and golden data)")
 """Mark for tests that read ``../shared``: they are reported as skipped, not passed, when a
-checkout has no ``shared`` folder beside it."""
+checkout has no complete ``shared`` folder beside it."""
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory,
+                  monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A model cache and torch hub folder of the test's own: no test touches the user's."""
+    root = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("LIPSYNC_FIX_CACHE", str(root / "lipsync-fix"))
+    monkeypatch.setenv("TORCH_HOME", str(root / "torch"))
+    return root / "lipsync-fix"
+
+
+def clear_lead(scores: np.ndarray, tolerance: float) -> np.ndarray:
+    """Rows of ``scores`` whose best column leads the second best by more than
+    ``2 * tolerance``: there, two results within ``tolerance`` of each other must pick
+    the same column."""
+    top = np.sort(np.asarray(scores, dtype=np.float64), axis=1)
+    return top[:, -1] - top[:, -2] > 2 * tolerance
+
+
+def parse_progress_line(line: str) -> dict[int, dict[int, float]]:
+    """The reference's accuracy line (``K5:0.1111,...``, or ``[Tolerance 1]:K5:...,
+    [Tolerance 5]:K5:...``) -> ``{tolerance: {K: accuracy}}`` (tolerance 1 when unnamed)."""
+    out: dict[int, dict[int, float]] = {}
+    tolerance = 1
+    for part in line.split(","):
+        if part.startswith("[Tolerance "):
+            head, part = part.split("]:", 1)
+            tolerance = int(head[len("[Tolerance "):])
+        k, value = part.split(":")
+        out.setdefault(tolerance, {})[int(k.lstrip("K"))] = float(value)
+    return out
+
+
+def assert_accuracy_line(ours: np.ndarray, reference: np.ndarray, protocol, line: str,
+                         tolerance: float = 0.0) -> None:
+    """Our score matrix gives the reference's accuracy line (``protocol``), compared as the
+    golden README asks: each row's context-averaged best shift must equal the reference's
+    where the reference's best leads by more than twice the averaged rows' largest
+    difference (at least ``tolerance``, the float error of averaging itself); the accuracy
+    itself may differ by at most the share of the other rows."""
+    golden_lines = parse_progress_line(line)
+    assert progress_line(golden_lines, protocol) == line  # our printout has its format
+    accuracies = clip_accuracies(ours, protocol)
+    for tolerance, by_k in golden_lines.items():
+        assert set(by_k) == set(protocol.contexts)
+        for k, expected in by_k.items():
+            a, b = context_average(reference, k), context_average(ours, k)
+            clear = clear_lead(a, max(tolerance, float(np.abs(a - b).max())))
+            assert np.array_equal(best_shifts(a)[clear], best_shifts(b)[clear]), (tolerance, k)
+            assert abs(accuracies[tolerance][k] - expected) <= (~clear).mean() + 5e-5, \
+                (tolerance, k, accuracies[tolerance][k], expected)
 
 
 def pytest_configure(config: pytest.Config) -> None:

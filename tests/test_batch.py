@@ -130,12 +130,21 @@ def test_shards_cover_every_input_exactly_once(names, n, seed) -> None:
 
 @given(st.text(max_size=12))
 def test_shard_specs_parse_or_are_usage_errors(spec: str) -> None:
+    """Any text either parses or is a usage error naming the option (never another
+    exception, which the command line would report as an internal error)."""
     try:
-        k, n = batch.parse_shard(spec)
+        batch.parse_shard(spec)
     except UsageError as exc:
         assert "--shard" in str(exc)
+
+
+@given(st.integers(-3, 40), st.integers(-3, 40))
+def test_shard_k_of_n_is_taken_exactly_when_1_le_k_le_n(k: int, n: int) -> None:
+    if 1 <= k <= n:
+        assert batch.parse_shard(f"{k}/{n}") == (k, n)
     else:
-        assert 1 <= k <= n
+        with pytest.raises(UsageError, match="1 <= K <= N"):
+            batch.parse_shard(f"{k}/{n}")
 
 
 def test_shard_reports_merge_into_one(tmp_path: Path) -> None:

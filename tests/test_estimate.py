@@ -9,6 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
+from conftest import clear_lead
 
 from lipsync_fix import media
 from lipsync_fix.data.synth import make_talking_head
@@ -160,9 +161,10 @@ def test_bf16_picks_the_offsets_fp32_picks_on_the_golden_clip():
     assert np.abs(fp32 - bf16)[valid].max() < 0.05  # logits span about 0.5 here
     a = context_average(np.where(valid, fp32, -1.0), 15)
     b = context_average(np.where(valid, bf16, -1.0), 15)
-    top = np.sort(a, axis=1)
-    clear = top[:, -1] - top[:, -2] > 0.03
-    assert clear.any()
+    # Where fp32's best shift leads by more than twice the largest difference between the
+    # two averaged rows, bf16 cannot pick another one; elsewhere either may be right.
+    clear = clear_lead(a, float(np.abs(a - b).max()))
+    assert clear.sum() >= 5  # 8 of the 27 rows, measured: the check compares something
     assert np.array_equal(best_shifts(a)[clear], best_shifts(b)[clear])
 
 

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, GOLDEN, invoke
+from conftest import DATA, GOLDEN, assert_accuracy_line, invoke
 
 from lipsync_fix.evaluation import golden
-from lipsync_fix.evaluation.protocols import PROTOCOLS, clip_accuracies, progress_line
+from lipsync_fix.evaluation.protocols import PROTOCOLS
 from lipsync_fix.features.mel import chunk_mel, log_mel_spectrogram, mel_filterbank
 from lipsync_fix.features.visual import frames_from_stacked
 from lipsync_fix.models import VocaLiST, count_parameters
@@ -96,11 +96,8 @@ def test_score_matrix_and_accuracy_match_reference(golden_scores, golden_data):
     np.testing.assert_array_equal(dists == OUT_OF_RANGE, out_of_range)
     assert np.abs(dists[~out_of_range] - ref[~out_of_range]).max() < 1e-3
     lines = json.loads((GOLDEN / "eval_golden.json").read_text())
-    assert progress_line(clip_accuracies(dists, PROTOCOLS["lrs2"]), PROTOCOLS["lrs2"]) \
-        == lines["lrs2_progress_line"]
-    acappella = PROTOCOLS["acappella"]
-    assert progress_line(clip_accuracies(dists, acappella), acappella) \
-        == lines["acappella_progress_line"]
+    for name in ("lrs2", "acappella"):
+        assert_accuracy_line(dists, ref, PROTOCOLS[name], lines[f"{name}_progress_line"])
 
 
 @pytest.mark.parametrize("case", range(6))
@@ -111,7 +108,10 @@ def test_protocol_rules_match_reference(case):
     assert dists.shape[0] == spec["rows"]
     for name in ("lrs2", "acappella"):
         proto = PROTOCOLS[name]
-        assert progress_line(clip_accuracies(dists, proto), proto) == spec[f"{name}_progress_line"]
+        # the reference averages in float32: rows whose lead is within its rounding may
+        # go either way
+        assert_accuracy_line(dists, dists, proto, spec[f"{name}_progress_line"],
+                             tolerance=1e-5)
 
 
 @pytest.mark.slow  # needs the paper-size scores above

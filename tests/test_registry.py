@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -283,12 +284,19 @@ def test_cached_file_is_verified_once_and_tampering_is_caught(env, server, tiny_
     monkeypatch.setattr(reg, "sha256_of", lambda p: hashed.append(p) or real(p))
     assert download_model("good", registry) == path and hashed == []  # remembered
 
-    # Same size, same mtime, different bytes: the ctime gives the edit away.
+    # Same size, same mtime, different bytes: the ctime gives the edit away. The kernel
+    # stamps times at its clock tick (up to 10 ms), so the edit waits for a new tick: an
+    # edit within the same tick as the download is not what this test is about.
     before = path.stat()
     data = bytearray(tiny_bytes)
     data[-100] ^= 0xFF
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    for _ in range(100):
+        time.sleep(0.01)
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        if path.stat().st_ctime_ns != before.st_ctime_ns:
+            break
+    assert path.stat().st_ctime_ns != before.st_ctime_ns
     assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
     assert file_sha256(path) != sha(tiny_bytes) and hashed
 
