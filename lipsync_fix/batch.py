@@ -39,7 +39,8 @@ from lipsync_fix.files import is_partial, stale_partials, write_atomically
 from lipsync_fix.media import VIDEO_SUFFIXES
 
 REPORT_SUFFIXES = (".csv", ".jsonl")
-CSV_FIELDS = ["input", "output", "audio_delay_ms", "offset_frames", "confidence", "verdict",
+CSV_FIELDS = ["input", "output", "audio_delay_ms", "audio_delay_frames", "worst_audio_delay_ms",
+              "confidence", "verdict",
               "model", "face_coverage", "windows_used", "fps", "duration_s", "skipped", "error"]
 JOURNAL_SUFFIX = ".journal"
 DONE_EARLIER, OUTPUT_EXISTS = "done earlier", "output exists"
@@ -283,7 +284,7 @@ def write_report(path: Path, records: Sequence[dict]) -> Path:
     if path.suffix.lower() == ".csv":
         buffer = io.StringIO()
         fields = CSV_FIELDS + sorted({k for r in records for k in r} - set(CSV_FIELDS)
-                                     - {"scores", "offsets_over_time", "segments"})
+                                     - {"scores", "offsets_over_time", "spans"})
         writer = csv.DictWriter(buffer, fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for record in records:

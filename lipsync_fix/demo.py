@@ -26,7 +26,7 @@ from lipsync_fix.features.constants import FRAME_MS
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
 from lipsync_fix.sync.frontend import Progress
 from lipsync_fix.sync.retime import fix_timeline
-from lipsync_fix.sync.timeline import MAX_DRIFT_MS_PER_MIN, OffsetModel, TimelineOptions
+from lipsync_fix.sync.timeline import MAX_DRIFT_MS_PER_MIN, TimelineOptions, delay_words
 
 DEMO_DELAY_MS = 200.0
 DEMO_SECONDS = 8.0
@@ -76,13 +76,13 @@ def demo_seconds(seconds: float | None, drift_ms_per_min: float = 0.0, scenes: i
 def timeline_limit_ms(options: SyncOptions) -> float:
     """How far a drift or scene demo's delay may go: the searched range less a frame, so
     the truth never sits on the edge where the estimate is called uncertain."""
-    return options.max_offset_ms - FRAME_MS
+    return options.max_delay_ms - FRAME_MS
 
 
 def check_demo(out_dir: Path, audio_delay_ms: float, seconds: float | None,
                options: SyncOptions, drift_ms_per_min: float = 0.0, scenes: int = 1) -> None:
     """Refuse a demo that cannot show what it promises, before anything is loaded or
-    written: the delay must stay inside the searched range (``options.max_offset_ms``), or
+    written: the delay must stay inside the searched range (``options.max_delay_ms``), or
     the demo would show a failure the tool itself reports as out of range."""
     seconds = demo_seconds(seconds, drift_ms_per_min, scenes)
     if not (math.isfinite(seconds) and MIN_SECONDS <= seconds <= MAX_SECONDS):
@@ -107,7 +107,7 @@ def check_demo(out_dir: Path, audio_delay_ms: float, seconds: float | None,
                              f"searched range less a frame); it goes from "
                              f"{audio_delay_ms:.0f} to {end_delay:.0f} ms")
     else:
-        limit = min(options.max_offset_ms, 1000 * seconds / 4)
+        limit = min(options.max_delay_ms, 1000 * seconds / 4)
         if not (math.isfinite(audio_delay_ms) and abs(audio_delay_ms) <= limit):
             raise UsageError(f"the demo's audio delay must be within +-{limit:.0f} ms (the "
                              f"searched range), got {audio_delay_ms}")
@@ -152,14 +152,16 @@ class TimelineDemoResult:
     clip: Path
     fixed: Path
     truth: TalkingHead
-    found: OffsetModel
-    after_fix: OffsetModel
+    found: SyncEstimate
+    after_fix: SyncEstimate
 
     def true_model(self) -> dict:
+        """The offset the clip was made with, in the estimate's words."""
         if self.truth.scene_delays_ms:
-            return {"model": "piecewise", "scene_starts_s": list(self.truth.scene_starts_s),
+            return {"offset_model": "piecewise",
+                    "scene_starts_s": list(self.truth.scene_starts_s),
                     "scene_delays_ms": list(self.truth.scene_delays_ms)}
-        return {"model": "drift", "audio_delay_ms": self.truth.audio_delay_ms,
+        return {"offset_model": "drift", "audio_delay_ms": self.truth.audio_delay_ms,
                 "drift_ms_per_min": round(self.truth.drift_ms_per_min, 3)}
 
     def worst_error_ms(self) -> float:
@@ -172,41 +174,44 @@ class TimelineDemoResult:
         return float(np.max(np.abs(self.found.offset_at(t) - self.truth.true_delay_ms(t))))
 
     def to_json(self) -> dict:
-        return {"input": str(self.clip), "output": str(self.fixed),
-                **self.found.to_json(), "confidence": round(self.found.confidence, 3),
-                "truth": self.true_model(), "worst_error_ms": round(self.worst_error_ms(), 1),
-                "after_fix": self.after_fix.to_json()}
+        """The output contract of the clip's estimate, plus the truth it was made with,
+        the worst error, the fixed copy and that copy's own estimate."""
+        return self.found.to_json() | {
+            "output": str(self.fixed), "truth": self.true_model(),
+            "worst_error_ms": round(self.worst_error_ms(), 1),
+            "after_fix": self.after_fix.to_json()}
 
     def lines(self) -> list[str]:
         """What the demo says, in words."""
         if self.truth.scene_delays_ms:
-            made = ", ".join(f"{d:.0f} ms from {t:.1f} s" for t, d in
+            made = "; ".join(f"from {t:.1f} s {delay_words(d)}" for t, d in
                              zip(self.truth.scene_starts_s, self.truth.scene_delays_ms,
                                  strict=True))
-            made = f"{len(self.truth.scene_delays_ms)} scenes with the audio late by {made}"
+            made = f"{len(self.truth.scene_delays_ms)} scenes ({made})"
         else:
-            delay = self.truth.audio_delay_ms
-            made = (f"the audio {abs(delay):.0f} ms {'late' if delay >= 0 else 'early'}, "
+            made = (f"the {delay_words(self.truth.audio_delay_ms)}, "
                     f"drifting {self.truth.drift_ms_per_min:+.0f} ms/min")
-        verdict = "in sync" if self.after_fix.in_sync() else "NOT in sync"
+        after = self.after_fix.offset_model
+        verdict = "in sync" if after.in_sync() else "NOT in sync"
         return [f"made    {self.clip} with {made}",
-                f"found   {self.found.describe()} (worst error {self.worst_error_ms():.0f} ms)",
+                f"found   {self.found.offset_model.describe()} "
+                f"(worst error {self.worst_error_ms():.0f} ms)",
                 f"wrote   {self.fixed}",
-                f"checked {self.fixed}: {self.after_fix.describe()}: {verdict}"]
+                f"checked {self.fixed}: {after.describe()}: {verdict}"]
 
 
-def clip_timeline(
+def clip_estimate(
     path: str | Path,
     model: nn.Module,
     options: SyncOptions | None = None,
     timeline: TimelineOptions | None = None,
     progress: Progress | None = None,
-) -> OffsetModel:
-    """The offset model of a video file, as the main job's estimate fits it."""
+) -> SyncEstimate:
+    """The main job's estimate of a video file, with another offset-model choice."""
     opts = options or SyncOptions()
     if timeline is not None:
         opts = replace(opts, timeline=timeline)
-    return estimate_sync(path, model, opts, progress).timeline  # type: ignore[attr-defined]
+    return estimate_sync(path, model, opts, progress)
 
 
 def scene_delays(first_ms: float, scenes: int, limit_ms: float) -> list[float]:
@@ -251,9 +256,9 @@ def _run_timeline_demo(
     clip_path = out_dir / f"{name}.mp4"
     truth = make_timeline_clip(clip_path, audio_delay_ms, seconds, seed, drift_ms_per_min,
                                scenes, min(limit, 400.0))
-    found = clip_timeline(clip_path, model, options, timeline, progress)
+    found = clip_estimate(clip_path, model, options, timeline, progress)
     fixed = out_dir / f"{name}_fixed.mp4"
-    fix_timeline(clip_path, fixed, found, force=True)
+    fix_timeline(clip_path, fixed, found.offset_model, force=True)
     # the fixed copy is read on every window, so each part of it is checked, not a sample
-    after = clip_timeline(fixed, model, replace(options, exhaustive=True), timeline, progress)
+    after = clip_estimate(fixed, model, replace(options, exhaustive=True), timeline, progress)
     return TimelineDemoResult(clip_path, fixed, truth, found, after)

@@ -46,6 +46,11 @@ class CheckpointError(LipsyncError):
     """A checkpoint is unknown, cannot be downloaded, fails its checksum or does not fit."""
 
 
+class RecordError(LipsyncError):
+    """A JSON record read back (a ``--json`` line, a report row, a journal line) is not one
+    lipsync-fix writes: a key is missing or holds a value of the wrong type."""
+
+
 class OutputError(LipsyncError):
     """An output cannot be written where it was asked for (missing folder, a folder in the
     way, the input itself): nothing was done, a usage error."""

@@ -96,7 +96,7 @@ def _cases(scale: str) -> list[dict]:
 def _run(case: dict, device: str) -> dict:
     from lipsync_fix import media
     from lipsync_fix.data.synth import make_scene_clip, make_talking_head
-    from lipsync_fix.demo import clip_timeline
+    from lipsync_fix.demo import clip_estimate
     from lipsync_fix.sync import SyncOptions
     from lipsync_fix.sync.retime import fix_timeline
 
@@ -113,8 +113,9 @@ def _run(case: dict, device: str) -> dict:
         src, dst = Path(scratch) / "clip.mp4", Path(scratch) / "fixed.mp4"
         media.write_video(src, clip.frames, clip.fps, audio=clip.audio,
                           sample_rate=clip.sample_rate)
-        found = clip_timeline(src, _MODEL, options)
-        out |= {"found": found.kind, "found_delay_ms": round(found.audio_delay_ms, 1),
+        estimate = clip_estimate(src, _MODEL, options)
+        found = estimate.offset_model
+        out |= {"found": found.kind, "found_delay_ms": estimate.audio_delay_ms,
                 "found_drift_ms_per_min": round(found.drift_ms_per_min, 2),
                 "breaks": [round(b, 2) for b in found.breaks]}
         t = np.arange(0.05, clip.duration_s, 0.1)
@@ -133,23 +134,23 @@ def _run(case: dict, device: str) -> dict:
             if ok:
                 ok = bool(np.max(np.abs(np.array(found.breaks) - cuts)) <= 0.5) and all(
                     abs(s.audio_delay_ms - d) <= FRAME_MS
-                    for s, d in zip(found.segments, clip.scene_delays_ms, strict=True))
+                    for s, d in zip(found.spans, clip.scene_delays_ms, strict=True))
             out["scenes_ok"] = bool(ok)
         else:
             out["constant_ok"] = found.kind == "constant"
-            out["delay_ok"] = abs(found.audio_delay_ms - case["audio_delay_ms"]) <= FRAME_MS
+            out["delay_ok"] = abs(estimate.audio_delay_ms - case["audio_delay_ms"]) <= FRAME_MS
         if case["kind"] != "constant":
             fix_timeline(src, dst, found)
-            after = clip_timeline(dst, _MODEL, options)
+            after = clip_estimate(dst, _MODEL, options)
             ends = [0.05 * clip.duration_s, 0.5 * clip.duration_s, 0.95 * clip.duration_s]
             readings = []
             for at in ends:  # the fixed copy's own 1-s readings around start, middle, end
-                near = [p["audio_delay_ms"] for p in after.points
-                        if abs(0.5 * (p["start_s"] + p["end_s"]) - at) <= 5.0]
+                near = [r.audio_delay_ms for r in after.offsets_over_time
+                        if abs(r.time_s - at) <= 5.0]
                 readings.append(float(np.median(near)) if near else float("nan"))
-            out |= {"after": after.kind, "after_delay_ms": round(after.audio_delay_ms, 1),
+            out |= {"after": after.offset_model.kind, "after_delay_ms": after.audio_delay_ms,
                     "after_start_mid_end_ms": [round(r, 1) for r in readings],
-                    "fixed_in_sync": bool(after.in_sync() and all(
+                    "fixed_in_sync": bool(after.offset_model.in_sync() and all(
                         abs(r) <= FRAME_MS for r in readings))}
     out["seconds_taken"] = round(time.time() - started, 1)
     return out

@@ -34,7 +34,7 @@ from lipsync_fix.features.constants import FRAME_MS, FRAMES_PER_WINDOW
 from lipsync_fix.models.checkpoint import save_checkpoint
 from lipsync_fix.models.vocalist import PRESETS, VocaLiST
 from lipsync_fix.sync import estimate_sync as real_estimate_sync
-from lipsync_fix.sync.estimate import MAX_CONTEXT_FRAMES, MAX_OFFSET_LIMIT_MS
+from lipsync_fix.sync.estimate import MAX_CONTEXT_FRAMES, MAX_DELAY_LIMIT_MS
 
 ENTRY_POINT = Path(sys.executable).with_name("lipsync-fix")
 NO_MODEL = "no-such-model"  # a checkpoint that cannot load: errors about it mean work began
@@ -140,15 +140,15 @@ def test_a_file_named_like_an_option_is_read_after_double_dash(kit, monkeypatch)
 
 
 @pytest.mark.parametrize(("args", "words"), [
-    (["score", "{clip}", "--max-offset-ms", "nan"], "largest offset"),
-    (["score", "{clip}", "--max-offset-ms", "inf"], "largest offset"),
-    (["score", "{clip}", "--max-offset-ms", "0"], "largest offset"),
-    (["score", "{clip}", "--max-offset-ms", "-100"], "largest offset"),
-    (["score", "{clip}", "--max-offset-ms", "10"], "largest offset"),
-    (["score", "{clip}", "--window", "-5"], "context window"),
-    (["score", "{clip}", "--window", "0"], "context window"),
-    (["score", "{clip}", "--window", "1"], "context window"),
-    (["fix", "{clip}", "-o", "{root}/o.mp4", "--context", "1"], "context window"),
+    (["score", "{clip}", "--max-delay-ms", "nan"], "largest delay"),
+    (["score", "{clip}", "--max-offset-ms", "inf"], "largest delay"),
+    (["score", "{clip}", "--max-delay-ms", "0"], "largest delay"),
+    (["score", "{clip}", "--max-offset-ms", "-100"], "largest delay"),
+    (["score", "{clip}", "--max-delay-ms", "10"], "largest delay"),
+    (["score", "{clip}", "--window", "-5"], "the context must"),
+    (["score", "{clip}", "--window", "0"], "the context must"),
+    (["score", "{clip}", "--window", "1"], "the context must"),
+    (["fix", "{clip}", "-o", "{root}/o.mp4", "--context", "1"], "the context must"),
     (["score", "{clip}", "--device", "bogus"], "unknown device"),
     (["score", "{clip}", "--plot", "{root}/x.mp4"], "PNG"),
     (["shift", "{clip}", "--audio-delay-ms", "nan", "-o", "{root}/s.mp4"], "--audio-delay-ms"),
@@ -412,7 +412,7 @@ def test_numeric_options_exit_1_or_2_with_one_line(kit, offset, context) -> None
     assert_clean(result, result.code)
     assert result.code in (1, 2)
     if not isinstance(offset, str) and not isinstance(context, str):
-        valid = (math.isfinite(offset) and FRAME_MS <= offset <= MAX_OFFSET_LIMIT_MS
+        valid = (math.isfinite(offset) and FRAME_MS <= offset <= MAX_DELAY_LIMIT_MS
                  and FRAMES_PER_WINDOW <= context <= MAX_CONTEXT_FRAMES)
         assert result.code == (1 if valid else 2), result.stderr
 

@@ -7,6 +7,7 @@ model involved; the slow ones run the whole chain with ``demo-small`` on fresh c
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 
 import numpy as np
@@ -14,12 +15,13 @@ import pytest
 
 from lipsync_fix import media
 from lipsync_fix.data.synth import make_scene_clip, make_talking_head
-from lipsync_fix.demo import clip_timeline, run_demo
+from lipsync_fix.demo import clip_estimate, run_demo
 from lipsync_fix.faces.scenes import detect_scene_cuts
 from lipsync_fix.features.constants import FRAME_MS
 from lipsync_fix.models import load_model
+from lipsync_fix.sync import SyncEstimate, SyncOptions, fix_video
 from lipsync_fix.sync.retime import fix_timeline
-from lipsync_fix.sync.timeline import OffsetModel, OffsetSegment
+from lipsync_fix.sync.timeline import OffsetModel, Span
 
 RATE = 16000
 SMALL = (128, 128)  # frame size where the picture does not matter
@@ -81,13 +83,6 @@ def test_scene_clip_needs_one_delay_per_scene():
         make_scene_clip(1, [2.0, 2.0], [0.0])
 
 
-def truth_model(kind: str, **kw) -> OffsetModel:
-    base = dict(kind=kind, audio_delay_ms=0.0, drift_ms_per_min=0.0, segments=[], breaks=[],
-                audio_delay_uncertainty_ms=0.0, drift_uncertainty_ms_per_min=0.0,
-                confidence=1.0, noise_ms=0.0, start_s=0.0, end_s=16.0)
-    return OffsetModel(**(base | kw))
-
-
 def test_fixing_a_drifting_file_with_its_true_model_realigns_it(tmp_path):
     """The fix alone, on a real mp4 (AAC both ways), checked against the undrifted voice."""
     plain = make_talking_head(4, duration_s=16.0, size=SMALL)
@@ -95,7 +90,7 @@ def test_fixing_a_drifting_file_with_its_true_model_realigns_it(tmp_path):
                              size=SMALL)
     src, dst = tmp_path / "drift.mp4", tmp_path / "fixed.mp4"
     media.write_video(src, clip.frames, clip.fps, audio=clip.audio, sample_rate=RATE)
-    model = truth_model("drift", audio_delay_ms=-60.0, drift_ms_per_min=clip.drift_ms_per_min)
+    model = OffsetModel("drift", (Span(0.0, 16.0, -60.0, clip.drift_ms_per_min),))
     fix_timeline(src, dst, model)
     before, after = media.decode_audio(src), media.decode_audio(dst)
     assert len(after) == len(before)
@@ -110,9 +105,8 @@ def test_fixing_a_multi_scene_file_with_its_true_model_realigns_every_scene(tmp_
     clip = make_scene_clip(6, [6.0, 6.0, 6.0], delays, size=SMALL)
     src, dst = tmp_path / "scenes.mp4", tmp_path / "fixed.mp4"
     media.write_video(src, clip.frames, clip.fps, audio=clip.audio, sample_rate=RATE)
-    segments = [OffsetSegment(t, t + 6.0, d, 1.0, 0.0)
-                for t, d in zip(clip.scene_starts_s, delays, strict=True)]
-    model = truth_model("piecewise", segments=segments, breaks=[6.0, 12.0], end_s=18.0)
+    model = OffsetModel("piecewise", tuple(
+        Span(t, t + 6.0, d) for t, d in zip(clip.scene_starts_s, delays, strict=True)))
     fix_timeline(src, dst, model)
     after = media.decode_audio(dst)
     assert len(after) == len(media.decode_audio(src))
@@ -126,16 +120,16 @@ def demo_model():
     return load_model("demo-small")
 
 
-def assert_fixed_copy_in_sync(fixed: OffsetModel, parts: list[tuple[float, float]]) -> None:
+def assert_fixed_copy_in_sync(fixed: SyncEstimate, parts: list[tuple[float, float]]) -> None:
     """The fixed copy re-measured: one constant offset, in sync, and in sync on every part
     (each scene, or each third of a drifting clip): the median of the 1-s readings inside
     the part, more than 0.5 s from its edges, within one frame. (A single 1-s reading of
     the small model is wrong now and then, fixed or not; a part's median is not.)"""
-    assert fixed.kind == "constant", fixed.describe()
-    assert fixed.in_sync()
+    assert fixed.offset_model.kind == "constant", fixed.describe()
+    assert fixed.offset_model.in_sync()
     for start, end in parts:
-        inside = [p["audio_delay_ms"] for p in fixed.points
-                  if start + 0.5 <= 0.5 * (p["start_s"] + p["end_s"]) <= end - 0.5]
+        inside = [r.audio_delay_ms for r in fixed.offsets_over_time
+                  if start + 0.5 <= r.time_s <= end - 0.5]
         assert len(inside) >= 2
         assert abs(float(np.median(inside))) <= FRAME_MS, (start, end, inside)
 
@@ -148,12 +142,16 @@ def thirds(seconds: float) -> list[tuple[float, float]]:
 def test_three_scenes_are_found_fixed_and_in_sync_after(tmp_path, demo_model):
     result = run_demo(demo_model, tmp_path, audio_delay_ms=200.0, seconds=21.0, seed=91,
                       scenes=3)
-    found, truth = result.found, result.truth
+    found, truth = result.found.offset_model, result.truth
     print("\n".join(result.lines()))
     assert found.kind == "piecewise" and len(found.breaks) == 2
     assert np.max(np.abs(np.array(found.breaks) - truth.scene_starts_s[1:])) <= 0.5
-    for segment, delay in zip(found.segments, truth.scene_delays_ms, strict=True):
-        assert abs(segment.audio_delay_ms - delay) <= FRAME_MS
+    for span, delay in zip(found.spans, truth.scene_delays_ms, strict=True):
+        assert abs(span.audio_delay_ms - delay) <= FRAME_MS
+    # the headline is a delay one of the scenes has; the worst is the largest of them
+    assert result.found.audio_delay_ms in [s.audio_delay_ms for s in found.spans]
+    assert result.found.worst_audio_delay_ms == max((s.audio_delay_ms for s in found.spans),
+                                                    key=abs)
     assert media.video_packets_md5(result.fixed) == media.video_packets_md5(result.clip)
     edges = [*truth.scene_starts_s, truth.duration_s]
     assert_fixed_copy_in_sync(result.after_fix, list(pairwise(edges)))
@@ -164,10 +162,18 @@ def test_a_drift_is_found_fixed_and_in_sync_after(tmp_path, demo_model):
     result = run_demo(demo_model, tmp_path, audio_delay_ms=-100.0, seconds=40.0, seed=92,
                       drift_ms_per_min=150.0)
     print("\n".join(result.lines()))
-    assert result.found.kind == "drift"
+    assert result.found.offset_model.kind == "drift"
     assert abs(result.found.drift_ms_per_min - 150.0) <= 30.0
     assert result.worst_error_ms() <= FRAME_MS
     assert_fixed_copy_in_sync(result.after_fix, thirds(40.0))
+    # The estimate's JSON, read back, is the estimate; fixed from it, the copy is the demo's
+    # (a drift read back is fixed as a drift, not shifted as a constant).
+    record = json.loads(json.dumps(result.found.to_json()))
+    again = SyncEstimate.from_json(record)
+    assert again == result.found
+    fix_video(result.clip, tmp_path / "from_json.mp4", again)
+    np.testing.assert_allclose(media.decode_audio(tmp_path / "from_json.mp4"),
+                               media.decode_audio(result.fixed), atol=1e-4)
 
 
 @pytest.mark.slow
@@ -175,7 +181,10 @@ def test_a_constant_clip_stays_constant_and_its_fix_stays_in_sync(tmp_path, demo
     clip = make_talking_head(93, duration_s=20.0, audio_delay_ms=-160.0)
     src, dst = tmp_path / "constant.mp4", tmp_path / "fixed.mp4"
     media.write_video(src, clip.frames, clip.fps, audio=clip.audio, sample_rate=RATE)
-    found = clip_timeline(src, demo_model)
-    assert found.kind == "constant" and abs(found.audio_delay_ms + 160.0) <= FRAME_MS
-    fix_timeline(src, dst, found)
-    assert_fixed_copy_in_sync(clip_timeline(dst, demo_model), thirds(20.0))
+    found = clip_estimate(src, demo_model)
+    assert found.offset_model.kind == "constant" and abs(found.audio_delay_ms + 160.0) <= FRAME_MS
+    fix_timeline(src, dst, found.offset_model)
+    # re-measured on every window, as the demo checks a fixed copy (a sampled run reads a
+    # handful of segments, too few for a median in each third)
+    assert_fixed_copy_in_sync(clip_estimate(dst, demo_model, SyncOptions(exhaustive=True)),
+                              thirds(20.0))

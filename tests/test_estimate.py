@@ -24,7 +24,7 @@ from lipsync_fix.sync.frontend import ClipReader
 from lipsync_fix.sync.offsets import best_shifts, context_average
 from lipsync_fix.sync.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
 
-CONTRACT = {"input", "fps", "duration_s", "audio_delay_ms", "offset_frames", "confidence",
+CONTRACT = {"input", "fps", "duration_s", "audio_delay_ms", "audio_delay_frames", "confidence",
             "verdict", "face_coverage", "windows_used", "faces_seen", "scores",
             "offsets_over_time", "windows_scored", "windows_available"}
 
@@ -87,7 +87,7 @@ def test_sampled_estimate_stops_early_and_agrees_with_exhaustive(long_clip, demo
         assert abs(estimate.audio_delay_ms - 160.0) <= 40.0, estimate.describe()
         assert estimate.verdict == "out_of_sync" and not estimate.notes
     assert abs(fast.audio_delay_ms - full.audio_delay_ms) <= 40.0
-    times = [p["time_s"] for p in fast.offsets_over_time]
+    times = [r.time_s for r in fast.offsets_over_time]
     assert times == sorted(times) and times[0] < 5.0 and times[-1] > 15.0  # whole clip
     assert CONTRACT <= set(fast.to_json())
 
@@ -107,7 +107,7 @@ def test_offset_beyond_the_search_range_is_uncertain(tmp_path, demo_model):
     path = tmp_path / "far.mp4"
     clip = make_talking_head(8, duration_s=8.0, audio_delay_ms=1000.0)
     media.write_video(path, clip.frames, clip.fps, audio=clip.audio, sample_rate=16000)
-    estimate = estimate_sync(path, demo_model, SyncOptions(max_offset_ms=200.0,
+    estimate = estimate_sync(path, demo_model, SyncOptions(max_delay_ms=200.0,
                                                           precision="fp32"))
     assert estimate.verdict == "uncertain", estimate.describe()
     assert any("edge" in note or "agree" in note or "settle" in note

@@ -19,7 +19,7 @@ from lipsync_fix.data.synth import make_talking_head
 from lipsync_fix.models.checkpoint import save_checkpoint
 from lipsync_fix.models.vocalist import PRESETS, VocaLiST
 
-CONTRACT = {"input", "fps", "duration_s", "audio_delay_ms", "offset_frames", "confidence",
+CONTRACT = {"input", "fps", "duration_s", "audio_delay_ms", "audio_delay_frames", "confidence",
             "verdict", "face_coverage", "windows_used", "scores"}
 
 
@@ -48,8 +48,8 @@ def test_score_json_contract(env):
     assert record["fps"] == 25.0 and abs(record["duration_s"] - 3.0) < 0.1
     assert record["verdict"] in {"in_sync", "out_of_sync", "uncertain"}
     assert 0.0 <= record["confidence"] <= 1.0 and record["face_coverage"] >= 0.95
-    assert record["offset_frames"] == pytest.approx(record["audio_delay_ms"] / 40, abs=0.01)
-    offsets = [s["offset_ms"] for s in record["scores"]]
+    assert record["audio_delay_frames"] == pytest.approx(record["audio_delay_ms"] / 40, abs=0.01)
+    offsets = [s["audio_delay_ms"] for s in record["scores"]]
     assert offsets == sorted(offsets) and offsets[0] == -600 and offsets[-1] == 600
     assert (root / "plot.png").stat().st_size > 1000
 

@@ -12,7 +12,7 @@ from lipsync_fix.sync.retime import (
     rational_ratio,
     transform_for,
 )
-from lipsync_fix.sync.timeline import OffsetModel, OffsetSegment
+from lipsync_fix.sync.timeline import OffsetModel, Span
 
 
 class Tones:
@@ -92,7 +92,7 @@ def test_piecewise_fix_shifts_each_span_exactly_and_keeps_the_length():
     rate = 16000
     rng = np.random.default_rng(1)
     x = rng.standard_normal((rate * 6, 2)).astype(np.float32)
-    spans = [(0.0, 2.0, 100.0), (2.0, 4.0, -250.0), (4.0, 6.0, 0.0)]
+    spans = spans_of((0.0, 2.0, 100.0), (2.0, 4.0, -250.0), (4.0, 6.0, 0.0))
     y = piecewise_transform(spans, crossfade_ms=10.0)(x, rate)
     assert y.shape == x.shape
     # Away from the breaks, out[n] = in[n + delay].
@@ -106,39 +106,34 @@ def test_piecewise_crossfade_weights_add_up_to_one():
     """A steady input stays steady across every break: no dip, no click."""
     rate = 48000
     x = np.ones(rate * 3, np.float32)
-    spans = [(0.0, 1.0, 30.0), (1.0, 2.0, -30.0), (2.0, 3.0, 10.0)]
+    spans = spans_of((0.0, 1.0, 30.0), (1.0, 2.0, -30.0), (2.0, 3.0, 10.0))
     y = piecewise_transform(spans, crossfade_ms=8.0)(x, rate)
     np.testing.assert_allclose(y[2000:-2000], 1.0, atol=1e-6)
     # The crossfade is where asked: 8 ms centred on the break.
-    ramp = piecewise_transform([(0, 1, 0.0), (1, 2, 1000.0)], 8.0)(np.ones(rate * 2), rate)
+    ramp = piecewise_transform(spans_of((0, 1, 0.0), (1, 2, 1000.0)), 8.0)(np.ones(rate * 2), rate)
     assert ramp[rate - 193] == pytest.approx(1.0) and ramp[rate + 193] == 0.0
     assert 0.4 < ramp[rate] < 0.6
-    hard = piecewise_transform([(0, 1, 0.0), (1, 2, 1000.0)], 0.0)(np.ones(rate * 2), rate)
+    hard = piecewise_transform(spans_of((0, 1, 0.0), (1, 2, 1000.0)), 0.0)(np.ones(rate * 2), rate)
     assert hard[rate - 1] == 1.0 and hard[rate] == 0.0
 
 
 def test_piecewise_rejects_spans_out_of_order():
     with pytest.raises(ValueError, match="time order"):
-        piecewise_transform([(0, 1, 0.0), (3, 4, 0.0), (2, 3, 0.0)])
+        piecewise_transform(spans_of((0, 1, 0.0), (3, 4, 0.0), (2, 3, 0.0)))
 
 
-def model(kind: str, **kw) -> OffsetModel:
-    base = dict(kind=kind, audio_delay_ms=0.0, drift_ms_per_min=0.0, segments=[], breaks=[],
-                audio_delay_uncertainty_ms=1.0, drift_uncertainty_ms_per_min=0.0,
-                confidence=1.0, noise_ms=10.0, start_s=0.0, end_s=3.0)
-    return OffsetModel(**(base | kw))
+def spans_of(*triples: tuple[float, float, float]) -> list[Span]:
+    return [Span(start, end, delay) for start, end, delay in triples]
 
 
 def test_transform_for_follows_the_model():
     rate = 16000
     x = np.random.default_rng(2).standard_normal(rate * 3).astype(np.float32)
-    constant = model("constant", audio_delay_ms=50.0,
-                     segments=[OffsetSegment(0.0, 3.0, 50.0, 1.0, 2.0)])
+    constant = OffsetModel.constant(50.0, 0.0, 3.0)
     np.testing.assert_array_equal(transform_for(constant)(x, rate)[:-800], x[800:])
-    steps = model("piecewise", breaks=[1.5], segments=[OffsetSegment(0.0, 1.5, 0.0, 1, 1),
-                                                        OffsetSegment(1.5, 3.0, 100.0, 1, 1)])
+    steps = OffsetModel("piecewise", tuple(spans_of((0.0, 1.5, 0.0), (1.5, 3.0, 100.0))))
     y = transform_for(steps)(x, rate)
     np.testing.assert_array_equal(y[: rate], x[: rate])
     np.testing.assert_array_equal(y[2 * rate : -1600], x[2 * rate + 1600 :])
-    drift = model("drift", audio_delay_ms=0.0, drift_ms_per_min=0.0)
+    drift = OffsetModel("drift", (Span(0.0, 3.0, 0.0, 0.0),))
     np.testing.assert_array_equal(transform_for(drift)(x, rate), x)

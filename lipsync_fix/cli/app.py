@@ -135,8 +135,12 @@ Json = Annotated[bool, typer.Option(
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
 Context = Annotated[int, typer.Option(
     "--context", "--window",
-    help="Context window K in frames over which scores are averaged (25 = 1 s).")]
-MaxOffset = Annotated[float, typer.Option(help="Largest delay searched, in ms (either way).")]
+    help="Context K: frames over which window scores are averaged (25 = 1 s; --window is "
+         "its older name, kept until 1.0).")]
+MaxDelay = Annotated[float, typer.Option(
+    "--max-delay-ms", "--max-offset-ms",
+    help="Largest audio delay searched, in ms, either way (--max-offset-ms is its older "
+         "name, kept until 1.0).")]
 Detector = Annotated[DetectorName, typer.Option(help="Face detector.")]
 FaceBox = Annotated[str | None, typer.Option(help="Fixed face region x,y,w,h (pixels).")]
 Report = Annotated[Path | None, typer.Option(

@@ -24,7 +24,7 @@ from lipsync_fix.cli.app import (
     Force,
     Inputs,
     Json,
-    MaxOffset,
+    MaxDelay,
     MaxSegments,
     OffsetModelName,
     Precision,
@@ -43,11 +43,12 @@ from lipsync_fix.cli.app import (
 from lipsync_fix.compute import resolve_device
 from lipsync_fix.demo import TimelineDemoResult, check_demo, run_demo
 from lipsync_fix.errors import UsageError
+from lipsync_fix.features.constants import FRAME_MS
 from lipsync_fix.models import load_model
 from lipsync_fix.models.registry import default_model_name, default_model_notice
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
 from lipsync_fix.sync.plot import plot_scores
-from lipsync_fix.sync.timeline import TimelineOptions
+from lipsync_fix.sync.timeline import TimelineOptions, delay_words
 
 DefaultCheckpoint = Annotated[str | None, typer.Option(
     "--checkpoint", "-c", show_default=False,
@@ -105,11 +106,11 @@ def _run(jobs, work, report, force, json_lines, quiet, describe) -> None:
         raise typer.Exit(1)
 
 
-def _sync_options(context: int, max_offset_ms: float, detector: str, face_box: str | None,
+def _sync_options(context: int, max_delay_ms: float, detector: str, face_box: str | None,
                   device: str, precision: str, exhaustive: bool, max_segments: int,
                   offset_model: str) -> SyncOptions:
     """The estimate's options, checked (numbers, face box) before any input is read."""
-    return SyncOptions(context_frames=context, max_offset_ms=max_offset_ms,
+    return SyncOptions(context_frames=context, max_delay_ms=max_delay_ms,
                        detector=str(getattr(detector, "value", detector)),
                        face_box=check_face_box(face_box), device=device,
                        precision=precision, exhaustive=exhaustive, max_segments=max_segments,
@@ -126,7 +127,7 @@ def fix_command(
         help="Also fix when the estimate is uncertain.")] = False,
     checkpoint: DefaultCheckpoint = None,
     context: Context = 25,
-    max_offset_ms: MaxOffset = 600.0,
+    max_delay_ms: MaxDelay = 600.0,
     detector: Detector = DetectorName.auto,
     face_box: FaceBox = None,
     device: Device = "cpu",
@@ -144,7 +145,7 @@ def fix_command(
     The video stream is copied bit for bit; the audio is shifted sample-exactly (trimmed
     or padded with silence, duration kept). Existing outputs are kept unless --force.
     """
-    options = _sync_options(context, max_offset_ms, detector, face_box, device, precision,
+    options = _sync_options(context, max_delay_ms, detector, face_box, device, precision,
                             exhaustive, max_segments, offset_model)
     if output is None:
         raise UsageError("give an output with -o OUT (a file, or a folder for several inputs)")
@@ -172,7 +173,7 @@ def score_command(
     inputs: Inputs,
     checkpoint: DefaultCheckpoint = None,
     context: Context = 25,
-    max_offset_ms: MaxOffset = 600.0,
+    max_delay_ms: MaxDelay = 600.0,
     detector: Detector = DetectorName.auto,
     face_box: FaceBox = None,
     device: Device = "cpu",
@@ -190,7 +191,7 @@ def score_command(
     quiet: Quiet = False,
 ) -> None:
     """Estimate each video's audio delay without writing a video."""
-    options = _sync_options(context, max_offset_ms, detector, face_box, device, precision,
+    options = _sync_options(context, max_delay_ms, detector, face_box, device, precision,
                             exhaustive, max_segments, offset_model)
     jobs = batch.select_shard(
         batch.plan_jobs(inputs, plot, tag="", suffix=".png", force=force, option="--plot"),
@@ -283,9 +284,16 @@ def demo_command(
             say(line)
         return
     est = result.estimate
-    say(f"made    {result.clip} with the audio {audio_delay_ms:.0f} ms late")
+    say(f"made    {result.clip} with the {delay_words(audio_delay_ms)}")
     say(f"found   {est.describe()}")
-    say(f"true {result.true_audio_delay_ms:.0f} ms, estimated {est.audio_delay_ms:.0f} ms "
-        f"(off by {abs(result.residual_ms):.0f} ms = {abs(result.residual_ms) / 40:.2f} frames)")
-    say(f"wrote   {result.fixed} with the audio moved {est.audio_delay_ms:.0f} ms earlier")
+    say(f"true {result.true_audio_delay_ms:.0f} ms, estimated {_ms(est.audio_delay_ms)} "
+        f"(off by {abs(result.residual_ms):.0f} ms = {abs(result.residual_ms) / FRAME_MS:.2f} "
+        "frames)")
+    say(f"wrote   {result.fixed} with the audio moved {_ms(abs(est.audio_delay_ms))} "
+        f"{'earlier' if est.audio_delay_ms >= 0 else 'later'}")
+
+
+def _ms(value: float) -> str:
+    """Milliseconds as a person reads them: no "-0 ms"."""
+    return f"{round(value)} ms"
 

@@ -137,7 +137,7 @@ def run_sweep(log: Log, seconds: float = 10.0, device: str = "cpu",
                                                           exhaustive=True))
             rows.append({"truth": delay, "fast": fast.audio_delay_ms,
                          "exhaustive": full.audio_delay_ms,
-                         "segments": len(fast.evidence.segments)})  # type: ignore[attr-defined]
+                         "segments": len(fast.offsets_over_time)})
             log(f"sweep seed {seed} delay {delay:+.0f} ms: fast {fast.audio_delay_ms:+.1f}, "
                 f"exhaustive {full.audio_delay_ms:+.1f} ({fast.windows_scored} of "
                 f"{full.windows_scored} windows)")

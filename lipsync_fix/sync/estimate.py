@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lipsync_fix import records
 from lipsync_fix.compute import PRECISIONS, autocast_dtype, resolve_device
 from lipsync_fix.errors import (
     ClipTooShortError,
@@ -61,12 +62,12 @@ from lipsync_fix.sync.scoring import (
     score_rows,
 )
 from lipsync_fix.sync.timeline import (
+    OffsetFit,
     OffsetModel,
     SegmentEvidence,
     TimelineOptions,
-    drift_words,
+    delay_words,
     fit_offset_model,
-    steps_words,
 )
 
 TIMELINE_BUDGET_FACTOR = 2
@@ -75,7 +76,7 @@ TIMELINE_BUDGET_FACTOR = 2
 MAX_CONTEXT_FRAMES = 250
 """10 s: a longer averaging context would blur offsets that change within a clip."""
 
-MAX_OFFSET_LIMIT_MS = 5000.0
+MAX_DELAY_LIMIT_MS = 5000.0
 """The widest search range allowed: every extra frame of range costs a column of scores."""
 
 BOOTSTRAP_RESAMPLES = 200
@@ -83,13 +84,14 @@ SETTLED_SHARE = 0.95  # bootstrap share within one frame that counts as settled
 UNSTABLE_SHARE = 0.8  # below this the evidence does not settle on one offset
 
 
-@dataclass
+@dataclass(frozen=True)
 class SyncOptions:
     """Knobs of the estimate; defaults are what the CLI uses. Values are checked here, so
-    the library and the command line refuse the same things with the same words."""
+    the library and the command line refuse the same things with the same words. Frozen:
+    options never change under a caller's feet (use :func:`dataclasses.replace`)."""
 
-    context_frames: int = 25  # K: frames per segment vote (1 s, the paper's best context)
-    max_offset_ms: float = 600.0  # search range: +-15 frames by default
+    context_frames: int = 25  # K: frames per segment reading (1 s, the paper's best context)
+    max_delay_ms: float = 600.0  # search range: +-15 frames by default
     detector: str = "auto"
     face_box: str | None = None
     device: str = "cpu"
@@ -100,20 +102,20 @@ class SyncOptions:
     round_size: int = 4  # segments added per further round
     min_voice_rms: float = 0.005  # a window quieter than this holds no voice
     min_usable_windows: int = 40  # 1.6 s of windows with a face and a voice
-    uncertain_below: float = 0.5  # votes agreeing at or below this share: "uncertain"
+    uncertain_below: float = 0.5  # readings agreeing at or below this share: "uncertain"
     in_sync_ms: float = FRAME_MS  # |delay| up to one frame counts as in sync
     timeline: TimelineOptions = field(default_factory=TimelineOptions)  # offset over time
 
     def __post_init__(self) -> None:
         if not (FRAMES_PER_WINDOW <= int(self.context_frames) <= MAX_CONTEXT_FRAMES):
             raise UsageError(
-                f"the context window must be {FRAMES_PER_WINDOW} to {MAX_CONTEXT_FRAMES} "
+                f"the context must be {FRAMES_PER_WINDOW} to {MAX_CONTEXT_FRAMES} "
                 f"frames (25 = 1 s), got {self.context_frames}")
-        if not (math.isfinite(self.max_offset_ms)
-                and FRAME_MS <= self.max_offset_ms <= MAX_OFFSET_LIMIT_MS):
+        if not (math.isfinite(self.max_delay_ms)
+                and FRAME_MS <= self.max_delay_ms <= MAX_DELAY_LIMIT_MS):
             raise UsageError(
-                f"the largest offset searched must be {FRAME_MS:.0f} to "
-                f"{MAX_OFFSET_LIMIT_MS:.0f} ms, got {self.max_offset_ms}")
+                f"the largest delay searched must be {FRAME_MS:.0f} to "
+                f"{MAX_DELAY_LIMIT_MS:.0f} ms, got {self.max_delay_ms}")
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}; use "
                              f"{', '.join(PRECISIONS)}")
@@ -126,69 +128,193 @@ class SyncOptions:
 
     @property
     def max_shift(self) -> int:
-        return max(1, math.ceil(self.max_offset_ms / FRAME_MS - 1e-9))
+        return max(1, math.ceil(self.max_delay_ms / FRAME_MS - 1e-9))
 
 
-@dataclass
+VERDICTS = ("in_sync", "out_of_sync", "uncertain")
+PRECISION_NAMES = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """The clip's mean score when the audio is taken ``audio_delay_ms`` later (one
+    searched shift)."""
+
+    audio_delay_ms: float
+    score: float
+
+    def to_json(self) -> dict:
+        return {"audio_delay_ms": self.audio_delay_ms, "score": self.score}
+
+    @classmethod
+    def from_json(cls, record: Any, context: str) -> CandidateScore:
+        return cls(records.number(record, "audio_delay_ms", context),
+                   records.number(record, "score", context))
+
+
+@dataclass(frozen=True)
+class SegmentReading:
+    """The delay one scored segment reads on its own (its best shift), at its middle."""
+
+    time_s: float
+    audio_delay_ms: float
+
+    def to_json(self) -> dict:
+        return {"time_s": self.time_s, "audio_delay_ms": self.audio_delay_ms}
+
+    @classmethod
+    def from_json(cls, record: Any, context: str) -> SegmentReading:
+        return cls(records.number(record, "time_s", context),
+                   records.number(record, "audio_delay_ms", context))
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which checkpoint produced a result: registry name (or the file's path when no entry
+    publishes it), family, the first 12 hex digits of its SHA-256, and where it was."""
+
+    name: str
+    family: str | None
+    sha256: str
+    path: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "family": self.family, "sha256": self.sha256,
+                "path": self.path}
+
+    @classmethod
+    def from_json(cls, record: Any, context: str = "model") -> ModelIdentity:
+        return cls(records.text(record, "name", context),
+                   records.text(record, "family", context, optional=True),
+                   records.text(record, "sha256", context),
+                   records.text(record, "path", context))
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ModelIdentity | None:
+        """The identity :func:`lipsync_fix.models.load_model` attached (None for a model
+        built in memory)."""
+        origin = getattr(model, "origin", None)
+        if not isinstance(origin, Mapping):
+            return None
+        return cls(str(origin["name"]), origin.get("family"), str(origin["sha256"]),
+                   str(origin.get("path", "")))
+
+
+@dataclass(frozen=True)
 class SyncEstimate:
-    """The output contract of ``score``/``fix`` (``--json``: one object per input)."""
+    """The output contract of ``score``/``fix`` (``--json``: one object per input).
+
+    Every value is as reported (rounded when it was measured), so the JSON form is the
+    estimate itself: ``SyncEstimate.from_json(e.to_json()) == e``. ``offset_model`` is the
+    fitted offset over time, which the fix applies as it is; ``audio_delay_ms`` is the
+    delay of some part of the clip (see :meth:`OffsetModel.headline_delay_ms`) and
+    ``worst_audio_delay_ms`` the delay of largest magnitude anywhere in it.
+    """
 
     input: str
     fps: float
     duration_s: float
     audio_delay_ms: float
-    offset_frames: float
+    audio_delay_frames: float
+    worst_audio_delay_ms: float
     confidence: float
     verdict: str
     face_coverage: float
     windows_used: int
     faces_seen: int
-    scores: list[dict] = field(default_factory=list)
-    offsets_over_time: list[dict] = field(default_factory=list)
+    offset_model: OffsetModel
+    scores: tuple[CandidateScore, ...] = ()
+    offsets_over_time: tuple[SegmentReading, ...] = ()
     windows_scored: int = 0
     windows_available: int = 0
-    model: dict | None = None
+    pairs_scored: int = 0
+    model: ModelIdentity | None = None
     precision: str = "fp32"
-    notes: list[str] = field(default_factory=list)
-    offset_model: str = "constant"
-    drift_ms_per_min: float = 0.0
-    segments: list[dict] = field(default_factory=list)
-    breaks: list[float] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("scores", "offsets_over_time", "notes"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {self.verdict!r}")
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {
+            "input": self.input, "fps": self.fps, "duration_s": self.duration_s,
+            "audio_delay_ms": self.audio_delay_ms,
+            "audio_delay_frames": self.audio_delay_frames,
+            "worst_audio_delay_ms": self.worst_audio_delay_ms,
+            "confidence": self.confidence, "verdict": self.verdict,
+            "face_coverage": self.face_coverage, "windows_used": self.windows_used,
+            "faces_seen": self.faces_seen,
+            **self.offset_model.to_json(),
+            "scores": [c.to_json() for c in self.scores],
+            "offsets_over_time": [r.to_json() for r in self.offsets_over_time],
+            "windows_scored": self.windows_scored,
+            "windows_available": self.windows_available,
+            "pairs_scored": self.pairs_scored,
+            "model": None if self.model is None else self.model.to_json(),
+            "precision": self.precision, "notes": list(self.notes),
+        }
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> SyncEstimate:
-        """The estimate a JSON record holds (extra keys such as ``output`` are ignored)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in names})
+        """The estimate a JSON record holds, every value checked for its type (extra keys
+        such as ``output`` are ignored); :class:`RecordError` names the first bad one."""
+        where = str(record.get("input", "the record")) if isinstance(record, Mapping) \
+            else "the record"
+        num, count = records.number, records.integer
+        model = record.get("model") if isinstance(record, Mapping) else None
+        return cls(
+            input=records.text(record, "input", where),
+            fps=num(record, "fps", where),
+            duration_s=num(record, "duration_s", where),
+            audio_delay_ms=num(record, "audio_delay_ms", where),
+            audio_delay_frames=num(record, "audio_delay_frames", where),
+            worst_audio_delay_ms=num(record, "worst_audio_delay_ms", where),
+            confidence=num(record, "confidence", where),
+            verdict=records.text(record, "verdict", where, choices=VERDICTS),
+            face_coverage=num(record, "face_coverage", where),
+            windows_used=count(record, "windows_used", where),
+            faces_seen=count(record, "faces_seen", where),
+            offset_model=OffsetModel.from_json(record, where),
+            scores=records.items(record, "scores", CandidateScore.from_json, where),
+            offsets_over_time=records.items(record, "offsets_over_time",
+                                            SegmentReading.from_json, where),
+            windows_scored=count(record, "windows_scored", where),
+            windows_available=count(record, "windows_available", where),
+            pairs_scored=count(record, "pairs_scored", where),
+            model=None if model is None else ModelIdentity.from_json(model, f"{where}: model"),
+            precision=records.text(record, "precision", where, choices=PRECISION_NAMES),
+            notes=records.strings(record, "notes", where),
+        )
+
+    @property
+    def drift_ms_per_min(self) -> float:
+        return self.offset_model.drift_ms_per_min
+
+    def offset_at(self, time_s: float | np.ndarray) -> float | np.ndarray:
+        """The estimated delay (ms) at video time ``time_s``."""
+        return self.offset_model.offset_at(time_s)
 
     def describe(self) -> str:
         """One human sentence saying the same as the JSON."""
-        delay = abs(self.audio_delay_ms)
-        if self.verdict == "uncertain":
-            what = f"uncertain (best guess: audio {_late_or_early(self.audio_delay_ms, delay)})"
-        elif self.verdict == "in_sync":
-            what = f"in sync (audio {_late_or_early(self.audio_delay_ms, delay)})"
+        model = self.offset_model
+        if model.kind == "constant":
+            delay = delay_words(self.audio_delay_ms)
+            what = {"uncertain": f"uncertain (best guess: {delay})",
+                    "in_sync": f"in sync ({delay})"}.get(self.verdict, delay.replace(
+                        "audio ", "audio is ", 1))
         else:
-            what = f"audio is {_late_or_early(self.audio_delay_ms, delay)}"
-        if self.offset_model == "drift":
-            end = self.audio_delay_ms + self.drift_ms_per_min * self.duration_s / 60.0
-            what += f"; {drift_words(self.audio_delay_ms, self.drift_ms_per_min, end)}"
-        elif self.offset_model == "piecewise":
-            spans = [(s["start_s"], s["end_s"], s["audio_delay_ms"]) for s in self.segments]
-            what += f"; {steps_words(spans)}"
+            what = model.describe()
+            if self.verdict == "uncertain":
+                what = f"uncertain (best guess: {what})"
+            elif self.verdict == "in_sync":
+                what = f"in sync ({what})"
         why = f" ({'; '.join(self.notes)})" if self.notes else ""
         return (f"{self.input}: {what}, confidence {self.confidence:.2f}, "
                 f"{self.windows_used} windows, face in {100 * self.face_coverage:.0f}% of "
                 f"frames{why}")
-
-
-def _late_or_early(delay_ms: float, magnitude: float) -> str:
-    if magnitude < 0.5:
-        return "0 ms off"
-    return f"{magnitude:.0f} ms {'late' if delay_ms > 0 else 'early'}"
 
 
 # --------------------------------------------------------------------------- evidence
@@ -272,7 +398,7 @@ class Evidence:
                 out.append((segment, int(np.argmax(curve)) - self.max_shift))
         return out
 
-    def timeline(self, options: TimelineOptions, duration_s: float) -> OffsetModel:
+    def fit_offset(self, options: TimelineOptions, duration_s: float) -> OffsetFit:
         """The offset over time (:mod:`lipsync_fix.sync.timeline`) from each segment's own
         curve, with the scene cuts found inside the scored segments."""
         shifts_ms = (np.arange(2 * self.max_shift + 1) - self.max_shift) * FRAME_MS
@@ -366,7 +492,7 @@ def estimate_sync(
     score_opts = ScoreOptions(max_shift=s, edge_rule="strict", device=device,
                               autocast=autocast_dtype(device, opts.precision)).for_device()
     evidence = Evidence(s, max(1, per_segment // 2))
-    counters = {"frames": 0, "face_frames": 0, "faces": 0, "scored": 0}
+    counters = {"frames": 0, "face_frames": 0, "faces": 0, "scored": 0, "pairs": 0}
 
     def score(segment: Segment, first_row: int, count: int) -> None:
         rows = np.arange(first_row, min(n_rows, first_row + count))
@@ -390,6 +516,7 @@ def estimate_sync(
             with torch.inference_mode():
                 scores = score_rows(model, source, use, score_opts)
             counters["scored"] += len(use)
+            counters["pairs"] += int((scores != OUT_OF_RANGE).sum())
         evidence.add(SegmentScores(segment.first, segment.n_frames, use, scores,
                                    int(has.sum()), segment.faces_seen, segment.cuts))
 
@@ -400,9 +527,8 @@ def estimate_sync(
             score(segment, first, per_segment)
             if progress:
                 progress("windows", min(n_rows, first + per_segment), n_rows)
-        stability = evidence.stability()
     else:
-        stability = _sample(reader, evidence, score, opts, n_rows, per_segment, t,
+        _sample(reader, evidence, score, opts, n_rows, per_segment, t,
                             voiced, progress)
 
     if evidence.usable_windows == 0:
@@ -410,14 +536,13 @@ def estimate_sync(
             f"{path}: no stretch of the clip has both a face and a voice "
             f"({counters['frames'] / VIDEO_FPS:.0f} s examined); give the face's position "
             "with --face-box x,y,w,h if it is there")
-    return _conclude(path, reader, evidence, stability, counters, opts, n_rows, model,
+    return _conclude(path, reader, evidence, counters, opts, n_rows, model,
                      score_opts)
 
 
 def _sample(reader, evidence, score, opts: SyncOptions, n_rows: int, per_segment: int,
-            t: int, voiced: np.ndarray, progress) -> float:
-    """Score segments in rounds until the estimate is settled; returns the last
-    bootstrap stability."""
+            t: int, voiced: np.ndarray, progress) -> None:
+    """Score segments in rounds until the estimate is settled."""
     starts = segment_starts(n_rows, per_segment, partial=False)
     spoken = [i for i, a in enumerate(starts) if voiced[a : a + per_segment].mean() >= 0.25]
     quiet = [i for i in range(len(starts)) if i not in set(spoken)]
@@ -444,7 +569,6 @@ def _sample(reader, evidence, score, opts: SyncOptions, n_rows: int, per_segment
         if not constant:  # a slope needs more points than a level to be read as well
             budget = min(TIMELINE_BUDGET_FACTOR * opts.max_segments, len(order))
         previous = best
-    return stability if evidence.usable_windows else 0.0
 
 
 def _timeline_settled(evidence: Evidence, options: TimelineOptions, duration_s: float) -> bool:
@@ -457,79 +581,95 @@ def _timeline_settled(evidence: Evidence, options: TimelineOptions, duration_s: 
     if options.model != "auto":
         return options.model == "constant"
     try:
-        fitted = evidence.timeline(options, duration_s)
+        fitted = evidence.fit_offset(options, duration_s)
     except UncertainEstimateError:
         return False
     return fitted.kind == "constant" and min(fitted.bic.values()) >= fitted.bic["constant"]
 
 
-def _conclude(path, reader: ClipReader, evidence: Evidence, stability: float,
-              counters: dict, opts: SyncOptions, n_rows: int, model: nn.Module,
+def _conclude(path, reader: ClipReader, evidence: Evidence, counters: dict,
+              opts: SyncOptions, n_rows: int, model: nn.Module,
               score_opts: ScoreOptions) -> SyncEstimate:
+    """The estimate from the evidence: the offset model, the headline, the agreement of
+    the segments with the model, the notes that make it uncertain, the verdict."""
     s = opts.max_shift
     best, shift = evidence.best()
     votes = evidence.votes()
-    timeline = evidence.timeline(opts.timeline, reader.duration_s)
-    if timeline.kind == "constant":
-        expected = {id(seg): best - s for seg, _ in votes}
-        delay_ms = shift * FRAME_MS
-    else:  # agreement with the model at each segment's time
-        expected = {id(seg): timeline.offset_at(seg.time_s) / FRAME_MS for seg, _ in votes}
-        delay_ms = timeline.audio_delay_ms
-        shift = delay_ms / FRAME_MS
-    agree = sum(abs(v - expected[id(seg)]) <= 1 for seg, v in votes)
-    confidence = agree / len(votes) if len(votes) > 1 else 0.5 * agree
+    fit = evidence.fit_offset(opts.timeline, reader.duration_s)
+    offset = fit.model
+    if offset.kind == "constant":
+        # The clip's curve peak (every window averaged, as the paper reads an offset) is
+        # the constant; the span keeps the fit's support and uncertainty.
+        span = offset.spans[0]
+        offset = OffsetModel.constant(shift * FRAME_MS, span.start_s, span.end_s,
+                                      span.support, span.uncertainty_ms)
+    agree = sum(abs(vote - float(offset.offset_at(seg.time_s)) / FRAME_MS) <= 1
+                for seg, vote in votes)
+    confidence = agree / len(votes) if votes else 0.0
     notes = []
     if evidence.usable_windows < opts.min_usable_windows:
         notes.append(f"only {evidence.usable_windows} windows with a face and a voice "
                      f"(at least {opts.min_usable_windows} are needed)")
-    if timeline.kind == "constant" and best in (0, 2 * s):
-        notes.append(f"the best offset is at the edge of the searched range "
+    if offset.kind == "constant" and best in (0, 2 * s):
+        notes.append(f"the best delay is at the edge of the searched range "
                      f"(+-{s * FRAME_MS:.0f} ms): the true one may lie beyond it "
-                     "(widen --max-offset-ms)")
+                     "(widen --max-delay-ms)")
     if len(votes) < 2:
         notes.append("one segment of evidence cannot be cross-checked")
     elif confidence <= opts.uncertain_below:
         notes.append(f"only {agree} of {len(votes)} segments agree within one frame")
-    elif timeline.kind == "constant" and stability < UNSTABLE_SHARE:
-        notes.append(f"the segments do not settle on one offset ({100 * stability:.0f}% of "
-                     "resamples agree)")
-    in_sync = abs(delay_ms) <= opts.in_sync_ms if timeline.kind == "constant" \
-        else timeline.in_sync(opts.in_sync_ms)
+    elif offset.kind == "constant":
+        stability = evidence.stability()
+        if stability < UNSTABLE_SHARE:
+            notes.append(f"the segments do not settle on one delay ({100 * stability:.0f}% "
+                         "of resamples agree)")
     if notes:
         verdict = "uncertain"
-    elif in_sync:
+    elif offset.in_sync(opts.in_sync_ms):
         verdict = "in_sync"
     else:
         verdict = "out_of_sync"
+    offset = _rounded(offset)
+    headline = offset.headline_delay_ms()
     curve = evidence.curve()
     frames = max(1, counters["frames"])
-    estimate = SyncEstimate(
+    return SyncEstimate(
         input=str(path),
         fps=round(reader.fps, 3),
         duration_s=round(reader.duration_s, 3),
-        audio_delay_ms=round(float(delay_ms), 1),
-        offset_frames=round(float(shift), 2),
+        audio_delay_ms=headline,
+        audio_delay_frames=round(headline / FRAME_MS, 2),
+        worst_audio_delay_ms=round(offset.worst_delay_ms(), 1),
         confidence=round(float(confidence), 3),
         verdict=verdict,
         face_coverage=round(counters["face_frames"] / frames, 3),
         windows_used=evidence.usable_windows,
         faces_seen=counters["faces"],
-        scores=[{"offset_ms": round((c - s) * FRAME_MS, 1), "score": round(float(v), 4)}
-                for c, v in enumerate(curve) if np.isfinite(v)],
-        offsets_over_time=[
-            {"time_s": round(seg.time_s, 2), "audio_delay_ms": vote * FRAME_MS}
-            for seg, vote in sorted(votes, key=lambda sv: sv[0].first_frame)],
+        offset_model=offset,
+        scores=tuple(CandidateScore(round((c - s) * FRAME_MS, 1), round(float(v), 4))
+                     for c, v in enumerate(curve) if np.isfinite(v)),
+        offsets_over_time=tuple(
+            SegmentReading(round(seg.time_s, 2), float(vote * FRAME_MS))
+            for seg, vote in sorted(votes, key=lambda sv: sv[0].first_frame)),
         windows_scored=counters["scored"],
         windows_available=n_rows,
-        model=getattr(model, "origin", None),
+        pairs_scored=counters["pairs"],
+        model=ModelIdentity.of(model),
         precision="bf16" if score_opts.autocast == torch.bfloat16 else "fp32",
-        notes=notes,
-        offset_model=timeline.kind,
-        drift_ms_per_min=round(timeline.drift_ms_per_min, 2),
-        segments=[seg.to_json() for seg in timeline.segments],
-        breaks=[round(b, 3) for b in timeline.breaks],
+        notes=tuple(notes),
     )
-    estimate.evidence = evidence  # type: ignore[attr-defined]
-    estimate.timeline = timeline  # type: ignore[attr-defined]  # for the fix and the plot
-    return estimate
+
+
+def _rounded(model: OffsetModel) -> OffsetModel:
+    """The model as reported: times to the millisecond, delays to 0.1 ms, drifts to
+    0.01 ms/min (far below what the evidence resolves), so the JSON is the estimate."""
+    def r(value: float | None, digits: int) -> float | None:
+        return None if value is None else round(value, digits)
+
+    spans = tuple(replace(span, start_s=round(span.start_s, 3), end_s=round(span.end_s, 3),
+                          audio_delay_ms=round(span.audio_delay_ms, 1),
+                          drift_ms_per_min=round(span.drift_ms_per_min, 2),
+                          support=round(span.support, 3),
+                          uncertainty_ms=r(span.uncertainty_ms, 1))
+                  for span in model.spans)
+    return OffsetModel(model.kind, spans, r(model.drift_uncertainty_ms_per_min, 2))

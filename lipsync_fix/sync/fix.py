@@ -8,7 +8,6 @@ from lipsync_fix import media
 from lipsync_fix.errors import UncertainEstimateError
 from lipsync_fix.sync.estimate import SyncEstimate
 from lipsync_fix.sync.retime import fix_timeline
-from lipsync_fix.sync.timeline import OffsetModel
 
 
 def fix_video(
@@ -31,7 +30,7 @@ def fix_video(
         raise UncertainEstimateError(
             f"{estimate.describe()}; not fixed (use --apply-uncertain to apply the best guess)"
         )
-    timeline: OffsetModel | None = getattr(estimate, "timeline", None)
-    if timeline is not None and timeline.kind != "constant":
-        return fix_timeline(src, dst, timeline, force=force)
-    return media.shift_audio(src, dst, -estimate.audio_delay_ms / 1000.0, force=force)
+    offset = estimate.offset_model
+    if offset.kind != "constant":
+        return fix_timeline(src, dst, offset, force=force)
+    return media.shift_audio(src, dst, -offset.spans[0].audio_delay_ms / 1000.0, force=force)

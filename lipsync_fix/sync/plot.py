@@ -24,13 +24,13 @@ def plot_scores(estimate: SyncEstimate, path: Path, size: tuple[int, int] = (720
     width, height = size
     panels = 2 if len(estimate.offsets_over_time) > 1 else 1
     canvas = np.full((height * panels, width, 3), 255, np.uint8)
-    xs = np.array([s["offset_ms"] for s in estimate.scores], dtype=float)
-    ys = np.array([s["score"] for s in estimate.scores], dtype=float)
+    xs = np.array([c.audio_delay_ms for c in estimate.scores], dtype=float)
+    ys = np.array([c.score for c in estimate.scores], dtype=float)
     _line_panel(canvas[:height], xs, ys, "audio delay (ms)", "score",
                 mark_x=estimate.audio_delay_ms)
     if panels == 2:
-        ts = np.array([p["time_s"] for p in estimate.offsets_over_time], dtype=float)
-        ds = np.array([p["audio_delay_ms"] for p in estimate.offsets_over_time], dtype=float)
+        ts = np.array([r.time_s for r in estimate.offsets_over_time], dtype=float)
+        ds = np.array([r.audio_delay_ms for r in estimate.offsets_over_time], dtype=float)
         _line_panel(canvas[height:], ts, ds, "time (s)", "delay (ms)", dots=True,
                     fitted=model_curve(estimate))
     if path.suffix.lower() != ".png":
@@ -42,16 +42,12 @@ def plot_scores(estimate: SyncEstimate, path: Path, size: tuple[int, int] = (720
 
 
 def model_curve(estimate: SyncEstimate) -> tuple[np.ndarray, np.ndarray]:
-    """(times, delays) of the fitted offset model, from the estimate's own fields."""
-    end = max(estimate.duration_s, 1e-3)
-    if estimate.offset_model == "drift":
-        t = np.array([0.0, end])
-        return t, estimate.audio_delay_ms + estimate.drift_ms_per_min * t / 60.0
-    if estimate.offset_model == "piecewise" and estimate.segments:
-        t = [v for s in estimate.segments for v in (s["start_s"], s["end_s"])]
-        d = [s["audio_delay_ms"] for s in estimate.segments for _ in (0, 1)]
-        return np.array(t, float), np.array(d, float)
-    return np.array([0.0, end]), np.full(2, estimate.audio_delay_ms)
+    """(times, delays) of the fitted offset model: each span's start and end (a step
+    between spans, a slope within a drifting one)."""
+    spans = estimate.offset_model.spans
+    t = np.array([v for s in spans for v in (s.start_s, max(s.end_s, s.start_s + 1e-3))])
+    d = np.array([v for s in spans for v in (s.audio_delay_ms, s.end_delay_ms)])
+    return t, d
 
 
 def _line_panel(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, xlabel: str, ylabel: str,

@@ -36,7 +36,7 @@ from scipy import signal
 
 from lipsync_fix import media
 from lipsync_fix.media.ffmpeg import PathLike
-from lipsync_fix.sync.timeline import OffsetModel
+from lipsync_fix.sync.timeline import OffsetModel, Span
 
 Transform = Callable[[np.ndarray, int], np.ndarray]
 """``transform(samples (n, channels) float32, sample_rate) -> samples`` of the same shape."""
@@ -116,11 +116,11 @@ def drift_transform(audio_delay_ms: float, drift_ms_per_min: float) -> Transform
 
 
 def piecewise_transform(
-    spans: Sequence[tuple[float, float, float]], crossfade_ms: float = DEFAULT_CROSSFADE_MS
+    spans: Sequence[Span], crossfade_ms: float = DEFAULT_CROSSFADE_MS
 ) -> Transform:
-    """Undo a constant offset per span: ``spans`` are ``(start_s, end_s, audio_delay_ms)``
-    in time order; the first is extended back to the start of the stream, the last to its
-    end, and each inner boundary is where the span after it begins.
+    """Undo a constant offset per span (:class:`~lipsync_fix.sync.timeline.Span`, in time
+    order); the first is extended back to the start of the stream, the last to its end,
+    and each inner boundary is where the span after it begins.
 
     Each span's audio is read ``audio_delay_ms`` later (rounded to a whole sample), and
     the spans are joined with raised-cosine crossfades of ``crossfade_ms`` centred on each
@@ -130,8 +130,8 @@ def piecewise_transform(
         raise ValueError("a piecewise fix needs at least one span")
     if not (math.isfinite(crossfade_ms) and crossfade_ms >= 0):
         raise ValueError(f"crossfade_ms must be >= 0, got {crossfade_ms}")
-    delays = [float(d) for _, _, d in spans]
-    breaks = [float(s) for s, _, _ in spans[1:]]
+    delays = [float(span.audio_delay_ms) for span in spans]
+    breaks = [float(span.start_s) for span in spans[1:]]
     if any(not math.isfinite(v) for v in delays + breaks) or breaks != sorted(breaks):
         raise ValueError("the spans must be finite and in time order")
 
@@ -171,9 +171,8 @@ def _ramp(index: np.ndarray, centre: int, half: int) -> np.ndarray:
 def transform_for(model: OffsetModel, crossfade_ms: float = DEFAULT_CROSSFADE_MS) -> Transform:
     """The fix for a fitted :class:`~lipsync_fix.sync.timeline.OffsetModel`."""
     if model.kind == "drift":
-        return drift_transform(model.audio_delay_ms, model.drift_ms_per_min)
-    spans = model.spans() or [(model.start_s, model.end_s, model.audio_delay_ms)]
-    return piecewise_transform(spans, crossfade_ms)
+        return drift_transform(float(model.offset_at(0.0)), model.drift_ms_per_min)
+    return piecewise_transform(model.spans, crossfade_ms)
 
 
 def fix_timeline(

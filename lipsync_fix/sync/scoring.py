@@ -33,7 +33,7 @@ and the golden tests.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ DEFAULT_MAX_SHIFT = 15  # frames at 25 fps: +-0.6 s, the paper's search range
 Progress = Callable[[int, int], None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScoreOptions:
     """How to compute a score matrix; :meth:`for_device` sizes the batches for a GPU."""
 
@@ -64,12 +64,13 @@ class ScoreOptions:
     window_frames: int | None = None  # T; None: the model's own (5 for the paper's)
 
     def for_device(self) -> ScoreOptions:
-        """Larger batches on a GPU, where a batch of 512 pairs leaves it mostly idle."""
-        if torch.device(self.device).type == "cuda":
-            self.pair_batch = max(self.pair_batch, 8192)
-            self.encoder_batch = max(self.encoder_batch, 1024)
-            self.row_block = max(self.row_block, 4096)
-        return self
+        """These options with larger batches on a GPU, where a batch of 512 pairs leaves it
+        mostly idle (a new object: options are values)."""
+        if torch.device(self.device).type != "cuda":
+            return self
+        return replace(self, pair_batch=max(self.pair_batch, 8192),
+                       encoder_batch=max(self.encoder_batch, 1024),
+                       row_block=max(self.row_block, 4096))
 
 
 def num_windows(n_frames: int, n_samples: int, window_frames: int = FRAMES_PER_WINDOW) -> int:

@@ -36,14 +36,17 @@ Sign convention as everywhere: ``audio_delay_ms > 0`` means the sound comes afte
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from lipsync_fix.errors import UncertainEstimateError, UsageError
+from lipsync_fix import records
+from lipsync_fix.errors import RecordError, UncertainEstimateError, UsageError
 from lipsync_fix.features.constants import FRAME_MS, FRAMES_PER_WINDOW, VIDEO_FPS
 from lipsync_fix.sync.scoring import OUT_OF_RANGE
 
@@ -154,118 +157,232 @@ class TimelineOptions:
                 raise UsageError(f"{name} must be a number >= 0, got {value}")
 
 
-@dataclass
-class OffsetSegment:
-    """One part of the model: the offset over ``start_s..end_s`` (for a drift, at the
-    part's middle) and how sure the model is of it."""
-
-    start_s: float
-    end_s: float
-    audio_delay_ms: float
-    confidence: float  # window-weighted probability that the part's evidence fits the model
-    uncertainty_ms: float  # one standard error of audio_delay_ms
-
-    def to_json(self) -> dict:
-        return {"start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3),
-                "audio_delay_ms": round(self.audio_delay_ms, 1),
-                "confidence": round(self.confidence, 3),
-                "uncertainty_ms": round(self.uncertainty_ms, 1)}
+KINDS = ("constant", "drift", "piecewise")
+"""The offset models a fit may choose (``auto`` is not one: it asks the fit to choose)."""
 
 
-@dataclass
-class OffsetModel:
-    """The offset over time, as the JSON output reports it.
-
-    ``audio_delay_ms`` is the offset at the start of the clip (t = 0) for ``drift``, the
-    duration-weighted mean for ``piecewise``, the offset for ``constant``.
-    ``drift_ms_per_min`` is 0 unless ``drift``; ``breaks`` are the times (s) where a
-    ``piecewise`` offset changes. ``bic`` holds each candidate's criterion (lower is
-    better) and ``noise_ms`` the estimated spread of one segment's reading.
-    """
-
-    kind: str
-    audio_delay_ms: float
-    drift_ms_per_min: float
-    segments: list[OffsetSegment]
-    breaks: list[float]
-    audio_delay_uncertainty_ms: float
-    drift_uncertainty_ms_per_min: float
-    confidence: float
-    noise_ms: float
-    start_s: float
-    end_s: float
-    bic: dict[str, float] = field(default_factory=dict)
-    points: list[dict] = field(default_factory=list)
-
-    def offset_at(self, time_s: float | np.ndarray) -> np.ndarray | float:
-        """The modelled audio delay (ms) at video time ``time_s``."""
-        t = np.asarray(time_s, dtype=np.float64)
-        if self.kind == "drift":
-            out = self.audio_delay_ms + self.drift_ms_per_min * t / 60.0
-        elif self.kind == "piecewise":
-            delays = np.array([s.audio_delay_ms for s in self.segments])
-            out = delays[np.searchsorted(np.asarray(self.breaks), t, side="right")]
-        else:
-            out = np.full_like(t, self.segments[0].audio_delay_ms if self.segments
-                               else self.audio_delay_ms)
-        return float(out) if out.ndim == 0 else out
-
-    def spans(self) -> list[tuple[float, float, float]]:
-        """``(start_s, end_s, audio_delay_ms)`` per constant span (one for ``constant``;
-        a ``drift`` has none: use :meth:`offset_at`)."""
-        if self.kind == "drift":
-            return []
-        return [(s.start_s, s.end_s, s.audio_delay_ms) for s in self.segments]
-
-    def in_sync(self, tolerance_ms: float = FRAME_MS) -> bool:
-        """Whether every part of the model is within ``tolerance_ms`` of zero."""
-        ends = [abs(float(self.offset_at(t))) for t in (self.start_s, self.end_s)]
-        return all(abs(s.audio_delay_ms) <= tolerance_ms for s in self.segments) and (
-            max(ends) <= tolerance_ms)
-
-    def to_json(self) -> dict:
-        """The output contract's additions (``--json``)."""
-        return {
-            "model": self.kind,
-            "audio_delay_ms": round(self.audio_delay_ms, 1),
-            "drift_ms_per_min": round(self.drift_ms_per_min, 2),
-            "segments": [s.to_json() for s in self.segments],
-            "breaks": [round(b, 3) for b in self.breaks],
-            "audio_delay_uncertainty_ms": round(self.audio_delay_uncertainty_ms, 1),
-            "drift_uncertainty_ms_per_min": round(self.drift_uncertainty_ms_per_min, 2),
-        }
-
-    def describe(self) -> str:
-        """The model in words, e.g. "audio drifts 38 ms later per minute, from 20 ms to
-        400 ms"."""
-        if self.kind == "drift":
-            return drift_words(self.audio_delay_ms, self.drift_ms_per_min,
-                               float(self.offset_at(self.end_s)))
-        if self.kind == "piecewise":
-            return steps_words([(s.start_s, s.end_s, s.audio_delay_ms) for s in self.segments])
-        return f"one offset throughout: {_late(self.audio_delay_ms)}"
+def delay_words(delay_ms: float) -> str:
+    """A delay in words, the one wording of it: "audio 120 ms late", "audio 40 ms early",
+    "audio 0 ms off" (a delay that rounds to 0 ms has no sign)."""
+    if round(abs(delay_ms)) == 0:
+        return "audio 0 ms off"
+    return f"audio {abs(delay_ms):.0f} ms {'late' if delay_ms > 0 else 'early'}"
 
 
 def drift_words(start_ms: float, drift_ms_per_min: float, end_ms: float) -> str:
-    """A drift in words (here and in the estimate's sentence), e.g. "audio drifts 38 ms
-    later per minute, from 20 ms to 400 ms"."""
+    """A drift in words, e.g. "audio drifts 38 ms later per minute, from 20 ms to 400 ms"."""
     way = "later" if drift_ms_per_min > 0 else "earlier"
     return (f"audio drifts {abs(drift_ms_per_min):.0f} ms {way} per minute, "
             f"from {start_ms:.0f} ms to {end_ms:.0f} ms")
 
 
-def steps_words(spans: Sequence[tuple[float, float, float]]) -> str:
-    """A piecewise offset in words, from its ``(start_s, end_s, audio_delay_ms)`` spans."""
-    parts = "; ".join(f"{start:.1f}-{end:.1f} s: {_late(delay)}" for start, end, delay in spans)
+def steps_words(spans: Sequence[Span]) -> str:
+    """A piecewise offset in words, span by span."""
+    parts = "; ".join(f"{s.start_s:.1f}-{s.end_s:.1f} s: {delay_words(s.audio_delay_ms)}"
+                      for s in spans)
     breaks = len(spans) - 1
     times = {1: "once", 2: "twice"}.get(breaks, f"{breaks} times")
     return f"the offset changes {times} ({parts})"
 
 
-def _late(delay_ms: float) -> str:
-    if abs(delay_ms) < 0.5:
-        return "audio 0 ms off"
-    return f"audio {abs(delay_ms):.0f} ms {'late' if delay_ms > 0 else 'early'}"
+@dataclass(frozen=True)
+class Span:
+    """A part of the clip with one offset of its own: the delay at ``start_s`` and, for a
+    drift, how fast it moves; ``support`` is the window-weighted probability that the
+    span's readings fit it (not noise), ``uncertainty_ms`` one standard error of its delay
+    (None when no reading pins it down)."""
+
+    start_s: float
+    end_s: float
+    audio_delay_ms: float
+    drift_ms_per_min: float = 0.0
+    support: float = 1.0
+    uncertainty_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        values = (self.start_s, self.end_s, self.audio_delay_ms, self.drift_ms_per_min,
+                  self.support)
+        if not all(math.isfinite(v) for v in values) or self.end_s < self.start_s:
+            raise ValueError(f"not a span: {self}")
+
+    def delay_at(self, time_s: float | np.ndarray) -> float | np.ndarray:
+        return self.audio_delay_ms + self.drift_ms_per_min * (
+            np.asarray(time_s, dtype=np.float64) - self.start_s) / 60.0
+
+    @property
+    def end_delay_ms(self) -> float:
+        return float(self.delay_at(self.end_s))
+
+    def to_json(self) -> dict:
+        return {"start_s": self.start_s, "end_s": self.end_s,
+                "audio_delay_ms": self.audio_delay_ms,
+                "drift_ms_per_min": self.drift_ms_per_min, "support": self.support,
+                "uncertainty_ms": self.uncertainty_ms}
+
+    @classmethod
+    def from_json(cls, record: Any, context: str = "span") -> Span:
+        return cls(start_s=records.number(record, "start_s", context),
+                   end_s=records.number(record, "end_s", context),
+                   audio_delay_ms=records.number(record, "audio_delay_ms", context),
+                   drift_ms_per_min=records.number(record, "drift_ms_per_min", context),
+                   support=records.number(record, "support", context),
+                   uncertainty_ms=records.number(record, "uncertainty_ms", context,
+                                                 optional=True))
+
+
+@dataclass(frozen=True)
+class OffsetModel:
+    """The offset over time: the delay at every moment of the clip, as spans.
+
+    ``constant`` is one span, ``drift`` one span whose delay moves linearly, ``piecewise``
+    several constant spans that meet at ``breaks``. Everything that reads an offset (the
+    estimate's headline and verdict, the fix, the plot, the sentence) asks
+    :meth:`offset_at`, so there is one definition of the offset at time t.
+    """
+
+    kind: str
+    spans: tuple[Span, ...]
+    drift_uncertainty_ms_per_min: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown offset model {self.kind!r}")
+        object.__setattr__(self, "spans", tuple(self.spans))
+        if not self.spans:
+            raise ValueError("an offset model needs at least one span")
+        if (self.kind == "piecewise") != (len(self.spans) > 1):
+            raise ValueError(f"a {self.kind} offset has {len(self.spans)} spans")
+        if self.kind != "drift" and any(s.drift_ms_per_min != 0 for s in self.spans):
+            raise ValueError(f"a {self.kind} offset does not drift")
+        for a, b in itertools.pairwise(self.spans):
+            if not abs(a.end_s - b.start_s) <= 1e-6:
+                raise ValueError(f"spans must meet: {a.end_s} s, then {b.start_s} s")
+
+    @classmethod
+    def constant(cls, delay_ms: float, start_s: float, end_s: float, support: float = 1.0,
+                 uncertainty_ms: float | None = None) -> OffsetModel:
+        return cls("constant", (Span(start_s, end_s, delay_ms, 0.0, support,
+                                     uncertainty_ms),))
+
+    @property
+    def start_s(self) -> float:
+        return self.spans[0].start_s
+
+    @property
+    def end_s(self) -> float:
+        return self.spans[-1].end_s
+
+    @property
+    def breaks(self) -> tuple[float, ...]:
+        """Times (s) where a piecewise offset changes."""
+        return tuple(s.start_s for s in self.spans[1:])
+
+    @property
+    def drift_ms_per_min(self) -> float:
+        return self.spans[0].drift_ms_per_min if self.kind == "drift" else 0.0
+
+    def offset_at(self, time_s: float | np.ndarray) -> float | np.ndarray:
+        """The delay (ms) at video time ``time_s`` (the first or last span's beyond the
+        clip's ends)."""
+        t = np.asarray(time_s, dtype=np.float64)
+        index = np.searchsorted(np.asarray(self.breaks), t, side="right")
+        starts = np.array([s.start_s for s in self.spans])[index]
+        levels = np.array([s.audio_delay_ms for s in self.spans])[index]
+        slopes = np.array([s.drift_ms_per_min for s in self.spans])[index]
+        out = levels + slopes * (t - starts) / 60.0
+        return float(out) if out.ndim == 0 else out
+
+    def extremes_ms(self) -> tuple[float, float]:
+        """The smallest and largest delay anywhere in the clip."""
+        ends = [v for s in self.spans for v in (s.audio_delay_ms, s.end_delay_ms)]
+        return min(ends), max(ends)
+
+    def worst_delay_ms(self) -> float:
+        """The delay of largest magnitude anywhere in the clip, with its sign: what a
+        report sorted by how far off a file is needs."""
+        low, high = self.extremes_ms()
+        return high if abs(high) >= abs(low) else low
+
+    def headline_delay_ms(self) -> float:
+        """One delay that some part of the clip really has: the constant; a drift's delay
+        at the start; for a piecewise offset, the longest span's."""
+        if self.kind == "piecewise":
+            return max(self.spans, key=lambda s: s.end_s - s.start_s).audio_delay_ms
+        return self.spans[0].audio_delay_ms
+
+    def in_sync(self, tolerance_ms: float = FRAME_MS) -> bool:
+        """Whether the delay is within ``tolerance_ms`` of zero everywhere in the clip."""
+        return max(abs(v) for v in self.extremes_ms()) <= tolerance_ms
+
+    def describe(self) -> str:
+        """The model in words, e.g. "audio drifts 38 ms later per minute, from 20 ms to
+        400 ms"."""
+        if self.kind == "drift":
+            span = self.spans[0]
+            return drift_words(span.audio_delay_ms, span.drift_ms_per_min, span.end_delay_ms)
+        if self.kind == "piecewise":
+            return steps_words(self.spans)
+        return f"one offset throughout: {delay_words(self.spans[0].audio_delay_ms)}"
+
+    def to_json(self) -> dict:
+        """The estimate's keys for its offset model (flat in the estimate's JSON)."""
+        return {"offset_model": self.kind,
+                "drift_ms_per_min": self.drift_ms_per_min,
+                "drift_uncertainty_ms_per_min": self.drift_uncertainty_ms_per_min,
+                "spans": [s.to_json() for s in self.spans],
+                "breaks": list(self.breaks)}
+
+    @classmethod
+    def from_json(cls, record: Any, context: str = "") -> OffsetModel:
+        """The model :meth:`to_json` wrote (extra keys of the record are ignored); the
+        redundant ``drift_ms_per_min`` and ``breaks`` must agree with the spans."""
+        kind = records.text(record, "offset_model", context, choices=KINDS)
+        spans = records.items(record, "spans", Span.from_json, context)
+        try:
+            model = cls(kind, spans, records.number(
+                record, "drift_uncertainty_ms_per_min", context, optional=True))
+        except ValueError as exc:
+            raise RecordError(f"{context or 'the record'} holds no offset model: {exc}") \
+                from None
+        drift = records.number(record, "drift_ms_per_min", context)
+        breaks = records.numbers(record, "breaks", context)
+        if drift != model.drift_ms_per_min or breaks != model.breaks:
+            raise RecordError(f"{context or 'the record'}: drift_ms_per_min and breaks do "
+                              "not match its spans")
+        return model
+
+
+@dataclass(frozen=True)
+class OffsetFit:
+    """What :func:`fit_offset_model` found: the chosen model, and the evidence for it.
+
+    ``bic`` holds each candidate's criterion (lower is better; inf where a model could
+    not be fitted), ``noise_ms`` the estimated spread of one segment's reading,
+    ``confidence`` the window-weighted probability that the readings fit the model, and
+    ``points`` the readings themselves (for plots and checks).
+    """
+
+    model: OffsetModel
+    bic: Mapping[str, float]
+    noise_ms: float
+    confidence: float
+    points: tuple[Reading, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One segment's reading as the fit saw it: its delay, its noise (ms) and the
+    probability that it is right."""
+
+    start_s: float
+    end_s: float
+    audio_delay_ms: float
+    sigma_ms: float
+    inlier: float
 
 
 # ---------------------------------------------------------------------------------------
@@ -547,7 +664,7 @@ def fit_offset_model(
     scene_cuts_s: Sequence[float] = (),
     options: TimelineOptions | None = None,
     duration_s: float | None = None,
-) -> OffsetModel:
+) -> OffsetFit:
     """Choose and fit the offset model that the segments' evidence supports.
 
     ``scene_cuts_s`` (video times of hard cuts, if the caller detected them) are where a
@@ -604,8 +721,9 @@ def fit_offset_model(
                 f"the best line through the readings drifts {60.0 * b1:.0f} ms/min, beyond "
                 f"+-{MAX_DRIFT_MS_PER_MIN:.0f} ms/min: that is not a clock drift")
         return _drift_model(p, a1, b1, clip_start, clip_end, bic)
-    if kind == "piecewise":
+    if kind == "piecewise" and len(spans) > 1:
         return _piecewise_model(p, grid, spans, scene_cuts_s, clip_start, clip_end, bic)
+    # a piecewise offset without a supported break is one constant
     return _piecewise_model(p, grid, [0], (), clip_start, clip_end, bic, kind="constant")
 
 
@@ -646,19 +764,17 @@ def _piecewise(
     return starts, -2 * ll + (2 * len(starts) - 1) * log_n if np.isfinite(cost) else math.inf
 
 
-def _confidence(p: _Points, idx: np.ndarray | slice, residual: np.ndarray) -> float:
-    """Window-weighted probability that the points fit the model (not noise); a part
-    resting on one segment gets at most 0.5, as one reading cannot be cross-checked."""
+def _support(p: _Points, idx: np.ndarray | slice, residual: np.ndarray) -> float:
+    """Window-weighted probability that the points fit the model (not noise)."""
     r = p.inlier_prob(residual, p.sigma[idx])
     w = p.windows[idx]
-    value = float((r * w).sum() / w.sum())
-    return 0.5 * value if len(w) == 1 else value
+    return float((r * w).sum() / w.sum())
 
 
 def _piecewise_model(
     p: _Points, grid: np.ndarray, starts: list[int], scene_cuts_s: Sequence[float],
     clip_start: float, clip_end: float, bic: dict[str, float], kind: str = "piecewise",
-) -> OffsetModel:
+) -> OffsetFit:
     bounds = [*starts, p.n]
     levels = [_fit_constant(p, np.arange(bounds[k], bounds[k + 1]), grid)[0]
               for k in range(len(starts))]
@@ -675,27 +791,17 @@ def _piecewise_model(
                 p, np.arange(bounds[k - 1], last), np.arange(first + 1, bounds[k + 1]),
                 last, first, levels[k - 1], levels[k]))
     edges = [clip_start, *breaks, clip_end]
-    segments = []
+    spans = []
     for k in range(len(starts)):
         idx = np.arange(bounds[k], bounds[k + 1])
-        level, _ = _fit_constant(p, idx, grid)
+        level = levels[k]
         r = p.inlier_prob(p.y[idx] - level, p.sigma[idx])
         info = float((r / p.sigma[idx] ** 2).sum())
-        segments.append(OffsetSegment(
+        spans.append(Span(
             start_s=edges[k], end_s=edges[k + 1], audio_delay_ms=level,
-            confidence=_confidence(p, idx, p.y[idx] - level),
-            uncertainty_ms=1.0 / math.sqrt(info) if info > 0 else math.inf))
-    durations = np.array([s.end_s - s.start_s for s in segments])
-    levels = np.array([s.audio_delay_ms for s in segments])
-    weights = durations if durations.sum() > 0 else np.ones(len(segments))
-    mean = float((weights * levels).sum() / weights.sum())
-    spread = np.array([s.uncertainty_ms for s in segments])
-    mean_sd = float(math.sqrt(((weights / weights.sum()) ** 2 * spread**2).sum()))
-    model = OffsetModel(
-        kind=kind, audio_delay_ms=mean, drift_ms_per_min=0.0, segments=segments,
-        breaks=breaks, audio_delay_uncertainty_ms=mean_sd, drift_uncertainty_ms_per_min=0.0,
-        confidence=0.0, noise_ms=p.noise_ms, start_s=clip_start, end_s=clip_end, bic=bic)
-    return _with_points(model, p)
+            support=_support(p, idx, p.y[idx] - level),
+            uncertainty_ms=1.0 / math.sqrt(info) if info > 0 else None))
+    return _fit(OffsetModel(kind, tuple(spans)), p, bic)
 
 
 def _refine_break(
@@ -744,39 +850,27 @@ def _refine_break(
 
 def _drift_model(
     p: _Points, a: float, b: float, clip_start: float, clip_end: float, bic: dict[str, float]
-) -> OffsetModel:
+) -> OffsetFit:
     residual = p.y - (a + b * p.t)
     r = p.inlier_prob(residual)
     w = r / p.sigma**2
     design = np.stack([np.ones(p.n), p.t], axis=1)
-    info = design.T @ (w[:, None] * design)
-    cov = np.linalg.pinv(info)
-    segments = []
-    for i in range(p.n):
-        x = np.array([1.0, p.t[i]])
-        segments.append(OffsetSegment(
-            start_s=float(p.start[i]), end_s=float(p.end[i]),
-            audio_delay_ms=float(a + b * p.t[i]),
-            confidence=float(r[i]), uncertainty_ms=float(math.sqrt(max(x @ cov @ x, 0.0)))))
-    model = OffsetModel(
-        kind="drift", audio_delay_ms=float(a), drift_ms_per_min=float(60.0 * b),
-        segments=segments, breaks=[],
-        audio_delay_uncertainty_ms=float(math.sqrt(max(cov[0, 0], 0.0))),
-        drift_uncertainty_ms_per_min=float(60.0 * math.sqrt(max(cov[1, 1], 0.0))),
-        confidence=0.0, noise_ms=p.noise_ms, start_s=clip_start, end_s=clip_end, bic=bic)
-    return _with_points(model, p)
+    cov = np.linalg.pinv(design.T @ (w[:, None] * design))
+    at_start = np.array([1.0, clip_start])
+    span = Span(start_s=clip_start, end_s=clip_end, audio_delay_ms=float(a + b * clip_start),
+                drift_ms_per_min=float(60.0 * b), support=_support(p, slice(None), residual),
+                uncertainty_ms=float(math.sqrt(max(at_start @ cov @ at_start, 0.0))))
+    model = OffsetModel("drift", (span,),
+                        drift_uncertainty_ms_per_min=float(60.0 * math.sqrt(max(cov[1, 1], 0.0))))
+    return _fit(model, p, bic)
 
 
-def _with_points(model: OffsetModel, p: _Points) -> OffsetModel:
-    """Attach the per-segment readings (for plots and checks) and the overall confidence."""
+def _fit(model: OffsetModel, p: _Points, bic: dict[str, float]) -> OffsetFit:
+    """The fit's record: the model, its criteria, and each reading with the probability
+    that it is right under the model."""
     fitted = np.asarray(model.offset_at(p.t), dtype=np.float64)
     r = p.inlier_prob(p.y - fitted)
-    model.confidence = float((r * p.windows).sum() / p.windows.sum())
-    if p.n == 1:
-        model.confidence *= 0.5
-    model.points = [
-        {"start_s": round(float(p.start[i]), 3), "end_s": round(float(p.end[i]), 3),
-         "audio_delay_ms": round(float(p.y[i]), 1), "sigma_ms": round(float(p.sigma[i]), 1),
-         "inlier": round(float(r[i]), 3)}
-        for i in range(p.n)]
-    return model
+    points = tuple(Reading(float(p.start[i]), float(p.end[i]), float(p.y[i]),
+                           float(p.sigma[i]), float(r[i])) for i in range(p.n))
+    return OffsetFit(model=model, bic=dict(bic), noise_ms=p.noise_ms,
+                     confidence=float((r * p.windows).sum() / p.windows.sum()), points=points)
