@@ -293,3 +293,13 @@ def test_ffmpeg_exe_honours_the_environment_override(monkeypatch, tmp_path):
 def test_iter_video_frames_rejects_unusable_files_at_the_call(tmp_path):
     with pytest.raises(MediaError, match="is a still image"):
         media.iter_video_frames(_png(tmp_path))
+
+
+def test_an_avi_with_a_fine_time_base_reports_its_frame_rate_not_its_tick(tmp_path):
+    """ffmpeg prints such a file as "600 fps, 25 tbr, 600 tbn": 600 is the container's
+    time base, not a frame rate."""
+    path = tmp_path / "tb600.avi"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-f", "lavfi", "-i",
+            "sine=frequency=440:sample_rate=16000", "-t", "2", "-c:v", "mpeg4",
+            "-enc_time_base", "1/600", "-c:a", "pcm_s16le", str(path))
+    assert media.probe(path).fps == 25.0

@@ -118,7 +118,8 @@ def check_face_box(text: str | None) -> str | None:
 Checkpoint = Annotated[
     str, typer.Option("--checkpoint", "-c", help="Checkpoint path or registry name.")
 ]
-Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")]
+Device = Annotated[str, typer.Option(
+    help="auto (the GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps.")]
 Precision = Annotated[str, typer.Option(
     help="auto (bf16 where the hardware runs it natively), fp32 or bf16.")]
 Exhaustive = Annotated[bool, typer.Option(

@@ -57,7 +57,7 @@ def lse_command(
     min_track: Annotated[int, typer.Option(
         min=0, help="With --detector s3fd (the reference's tracker): detections a face "
         "track needs to be scored (more than this).")] = MIN_TRACK,
-    device: Device = "cpu",
+    device: Device = "auto",
     json_lines: Json = False,
     report: Report = None,
     shard: Shard = None,
@@ -120,7 +120,7 @@ def bench_lse(
         min=0.5, max=60.0, help="Length of each clip.")] = 2.0,
     size: Annotated[int, typer.Option(min=128, max=1024, help="Frame side in pixels.")] = 256,
     detector: Detector = "auto",
-    device: Device = "cpu",
+    device: Device = "auto",
     json_line: Json = False,
 ) -> None:
     """Our LSE pipeline against a frame-by-frame one doing the reference's work (JPEG dump

@@ -130,7 +130,7 @@ def fix_command(
     max_delay_ms: MaxDelay = 600.0,
     detector: Detector = DetectorName.auto,
     face_box: FaceBox = None,
-    device: Device = "cpu",
+    device: Device = "auto",
     precision: Precision = "auto",
     exhaustive: Exhaustive = False,
     max_segments: MaxSegments = 32,
@@ -176,7 +176,7 @@ def score_command(
     max_delay_ms: MaxDelay = 600.0,
     detector: Detector = DetectorName.auto,
     face_box: FaceBox = None,
-    device: Device = "cpu",
+    device: Device = "auto",
     precision: Precision = "auto",
     exhaustive: Exhaustive = False,
     max_segments: MaxSegments = 32,
@@ -259,7 +259,7 @@ def demo_command(
         help="Make this many scenes (another speaker each, hard cuts), each with its own "
              "delay; the offset per scene is then fitted and fixed.")] = 1,
     checkpoint: Checkpoint = "demo-small",
-    device: Device = "cpu",
+    device: Device = "auto",
     json_line: Json = False,
     quiet: Quiet = False,
 ) -> None:

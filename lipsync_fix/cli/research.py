@@ -43,7 +43,7 @@ from lipsync_fix.training.distributed import process_group
 
 
 @app.command("check")
-def check_command(device: Device = "cpu", json_line: Json = False) -> None:
+def check_command(device: Device = "auto", json_line: Json = False) -> None:
     """Score the clip the authors' code scored, with the same weights, and compare.
 
     A self-test of this installation (torch, features, model, scorer, protocols): it must
@@ -202,7 +202,7 @@ def eval_command(
         None,
     var: Annotated[bool, typer.Option(
         "--var", help="Context-specific model: evaluate at its own window length only.")] = False,
-    device: Device = "cpu",
+    device: Device = "auto",
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
@@ -256,7 +256,7 @@ def bench_scorer(
         min=1.0, max=600.0, help="Seconds of generated clip.")] = 4.0,
     reference_windows: Annotated[int, typer.Option(
         min=0, help="Windows scored in reference mode (0 = all).")] = 6,
-    device: Device = "cpu",
+    device: Device = "auto",
     json_line: Json = False,
 ) -> None:
     """Reference (whole model per pair) vs cached scoring: seconds per window and ratio."""
@@ -310,7 +310,7 @@ def bench_main_job(
         help="Also run the accuracy sweep with the bundled model.")] = True,
     memory: Annotated[bool, typer.Option(
         help="Also measure peak RSS on an hour of 720p and on a 4K clip.")] = False,
-    device: Device = "cpu",
+    device: Device = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32 or bf16 for the fast runs.")] =
         "auto",
     fixed_face: Annotated[bool, typer.Option(

@@ -40,7 +40,7 @@ def separate_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output audio (.wav, .flac).")],
     checkpoint: Annotated[str, typer.Option(
         "--checkpoint", "-c", help="A separation checkpoint (train-separation's last.pth).")],
-    device: Device = "cpu",
+    device: Device = "auto",
     force: Force = False,
     detector: Detector = DetectorName.auto,
     face_box: FaceBox = None,
@@ -86,7 +86,7 @@ def train_separation_command(
     accompaniment_dir: Annotated[Path | None, typer.Option(
         help="Folder of accompaniment wavs [default: synthesised].")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the mixtures and the weights.")] = 0,
-    device: Device = "cpu",
+    device: Device = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pth.")] = False,
     quiet: Quiet = False,
 ) -> None:
@@ -115,7 +115,7 @@ def eval_separation_command(
     seed: Annotated[int, typer.Option(help="Seed of the test mixtures.")] = 1234,
     accompaniment_dir: Annotated[Path | None, typer.Option(
         help="Folder of accompaniment wavs [default: synthesised].")] = None,
-    device: Device = "cpu",
+    device: Device = "auto",
     json_line: Json = False,
 ) -> None:
     """SDR and SIR (BSS Eval v4) of separators on the same mixtures (paper Table 3).

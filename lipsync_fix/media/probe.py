@@ -94,7 +94,7 @@ _DURATION_RE = re.compile(r"^\s*Duration: (?:(\d+):(\d\d):(\d\d(?:\.\d+)?)|N/A)"
 _STREAM_RE = re.compile(r"^\s*Stream #0:(\d+)(?:\[[^\]]*\]|\([^)]*\))*: (\w+): (.*)$", re.M)
 # The "(avc1 / 0x31637661)" tag looks like a size too; a real size follows ", " or starts.
 _SIZE_RE = re.compile(r"(?:^|, )(\d{1,5})x(\d{1,5})(?=[\s,]|$)")
-_FPS_RE = re.compile(r"(\d+(?:\.\d+)?)(k?) (fps|tbr)\b")
+_FPS_RE = re.compile(r"(\d+(?:\.\d+)?)(k?) (fps|tbr|tbn)\b")
 _SAMPLE_RATE_RE = re.compile(r"(\d+) Hz(?:, ([^,]+))?")
 # Dispositions as the banner prints them at the end of a stream line, e.g. "(default) (dub)";
 # the option -disposition spells them with underscores.
@@ -340,14 +340,19 @@ def _duration(banner: str) -> float | None:
 def _fps(video_line: str) -> float | None:
     """Average frame rate from the banner; "fps" preferred, "tbr" as fallback.
 
-    The banner rounds to two decimals, so 30000/1001 prints as "29.97" (and 24000/1001 as
-    "23.98"); such NTSC rates are snapped back to their exact value.
+    An AVI whose stream time base is finer than its frames (1/600 s, say) reports that
+    time base as its "fps" ("600 fps, 25 tbr, 600 tbn"): a rate equal to the time base's
+    is the container's tick, not the frames', and the real base rate is "tbr". The banner
+    rounds to two decimals, so 30000/1001 prints as "29.97" (and 24000/1001 as "23.98");
+    such NTSC rates are snapped back to their exact value.
     """
     rates = {
         kind: float(value) * (1000 if thousands else 1)
         for value, thousands, kind in _FPS_RE.findall(video_line)
     }
     fps = rates.get("fps") or rates.get("tbr")
+    if fps and rates.get("tbr") and fps == rates.get("tbn") and rates["tbr"] < fps:
+        fps = rates["tbr"]
     if not fps:
         return None
     ntsc_base = round(fps * 1.001)

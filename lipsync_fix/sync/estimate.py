@@ -94,7 +94,7 @@ class SyncOptions:
     max_delay_ms: float = 600.0  # search range: +-15 frames by default
     detector: str = "auto"
     face_box: str | None = None
-    device: str = "cpu"
+    device: str = "auto"  # the GPU when there is one
     precision: str = "auto"  # auto (bf16 where native), fp32 or bf16
     exhaustive: bool = False  # score every window instead of sampling segments
     max_segments: int = 32  # segments a sampled estimate decodes (twice if the offset moves)
