@@ -78,7 +78,7 @@ def lse_command(
     if report is not None:
         batch.check_report_path(report, [j.input for j in jobs], force)
     options = LseOptions(vshift=vshift, detector=detector, face_box=face_box,
-                         min_track=min_track, device=device)
+                         min_track=min_track, device=str(resolve_device(device)))
     model = load_model(checkpoint, resolve_device(device), family=SYNCNET_V2_FAMILY)
     origin = {k: v for k, v in getattr(model, "origin", {"name": checkpoint}).items()
               if k in ("name", "family", "sha256")}  # which model produced the numbers

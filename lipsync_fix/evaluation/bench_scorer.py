@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from lipsync_fix.compute import resolve_device
 from lipsync_fix.data.synth import clip_crops, make_talking_head
 from lipsync_fix.features.mel import log_mel_spectrogram
 from lipsync_fix.features.visual import lower_half
@@ -94,7 +95,7 @@ def run_scorer_benchmark(
     seed: int = 0,
 ) -> ScorerBenchmark:
     """Time both modes on one generated clip; ``reference_windows=None`` scores all rows."""
-    dev = torch.device(device)
+    dev = resolve_device(device)
     torch.manual_seed(seed)
     model = VocaLiST(PRESETS[preset]).to(dev).eval()
     frames, mel, n_samples = bench_clip(duration_s, seed)

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lipsync_fix import faces, media
-from lipsync_fix.compute import full_float32
+from lipsync_fix.compute import full_float32, resolve_device
 from lipsync_fix.data.synth import make_talking_head
 from lipsync_fix.errors import ClipTooShortError, MediaError, NoFaceError, UsageError
 from lipsync_fix.evaluation.golden import rule_weights
@@ -667,7 +667,7 @@ def run_lse_benchmark(
     segment); so that the codec's share of the difference is known, the frame-by-frame
     pipeline's own face segments are also scored without any JPEG (untimed).
     """
-    dev = torch.device(device)
+    dev = resolve_device(device)
     model = (model or benchmark_model()).to(dev).eval()
     opts = LseOptions(detector=detector, device=str(dev))
     fbf_opts = LseOptions(detector=detector, device=str(dev), min_track=BENCH_MIN_TRACK)

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from lipsync_fix.compute import resolve_device
 from lipsync_fix.errors import LipsyncError
 from lipsync_fix.models.checkpoint import read_checkpoint, write_atomically
 from lipsync_fix.separation.evaluate import evaluate_separator
@@ -99,7 +100,7 @@ def train_separator(cfg: SeparationConfig, log: Log | None = None) -> Path:
     """
     out = Path(cfg.out_dir)
     last = out / "last.pth"
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     step = 0
     ckpt: dict[str, Any] = {}
