@@ -12,9 +12,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lipsync_fix import batch
-from lipsync_fix.batch import Job, Journal, plan_jobs, run_batch, select_shard
+from lipsync_fix.batch import Job, Journal, Provenance, plan_jobs, select_shard
 from lipsync_fix.errors import LipsyncError, OutputError, OutputExistsError, UsageError
 from lipsync_fix.files import partial_name
+from lipsync_fix.records import Field, record_schema
+
+SCHEMA = record_schema("test", [Field("output", "str"), Field("audio_delay_ms", "float")],
+                       signature={"audio_delay_ms"})
+"""The rows of the stand-in command below."""
+PROVENANCE = Provenance(SCHEMA, {"name": "stand-in", "sha256": "0" * 64}, {"context": 25})
+
+
+def run_batch(jobs, work, *, provenance: Provenance = PROVENANCE, **kwargs):
+    """:func:`batch.run_batch` with the stand-in command's provenance."""
+    return batch.run_batch(jobs, work, provenance=provenance, **kwargs)
+
+
+def read_report(path: Path) -> list[dict]:
+    return batch.read_report(path, SCHEMA).records
 
 
 def touch(path: Path, data: bytes = b"video") -> Path:
@@ -155,13 +170,14 @@ def test_shard_reports_merge_into_one(tmp_path: Path) -> None:
         report = tmp_path / f"shard{k}.{'csv' if k == 2 else 'jsonl'}"
         run_batch(select_shard(jobs, f"{k}/3"), Work(), report=report)
         reports.append(report)
-    merged = batch.merge_reports(reports, tmp_path / "all.csv")
-    assert [r["input"] for r in merged] == [str(p) for p in inputs]
-    assert len(batch.read_report(tmp_path / "all.csv")) == 7
+    schemas = {"test": SCHEMA}
+    merged = batch.merge_reports(reports, tmp_path / "all.csv", schemas)
+    assert [r["input"] for r in merged.records] == [str(p) for p in inputs]
+    assert len(read_report(tmp_path / "all.csv")) == 7
     with pytest.raises(OutputExistsError):
-        batch.merge_reports(reports, tmp_path / "all.csv")
+        batch.merge_reports(reports, tmp_path / "all.csv", schemas)
     with pytest.raises(UsageError, match="one of the inputs"):
-        batch.merge_reports(reports, reports[0], force=True)
+        batch.merge_reports(reports, reports[0], schemas, force=True)
 
 
 # --------------------------------------------------------------------------- reports
@@ -172,17 +188,17 @@ def test_report_paths_that_would_destroy_something_are_refused(tmp_path: Path) -
     foreign = tmp_path / "budget.csv"
     foreign.write_text("month,amount\njan,3\n")
     with pytest.raises(UsageError, match=r"\.csv or \.jsonl"):
-        batch.check_report_path(video, [video])
+        batch.check_report_path(video, [video], schema=SCHEMA)
     with pytest.raises(UsageError, match="one of the inputs"):
-        batch.check_report_path(foreign, [foreign], force=True)
+        batch.check_report_path(foreign, [foreign], force=True, schema=SCHEMA)
     with pytest.raises(OutputExistsError, match="not a lipsync-fix report"):
-        batch.check_report_path(foreign, [video])
+        batch.check_report_path(foreign, [video], schema=SCHEMA)
     with pytest.raises(OutputError, match="does not exist"):
-        batch.check_report_path(tmp_path / "no" / "r.csv", [video])
-    batch.check_report_path(foreign, [video], force=True)  # asked for: may be replaced
+        batch.check_report_path(tmp_path / "no" / "r.csv", [video], schema=SCHEMA)
+    batch.check_report_path(foreign, [video], force=True, schema=SCHEMA)  # may be replaced
     ours = tmp_path / "ours.csv"
-    batch.write_report(ours, [{"input": "a.mp4", "audio_delay_ms": 40.0}])
-    batch.check_report_path(ours, [video])  # our own report: the run resumes it
+    batch.write_report(ours, [{"input": "a.mp4", "audio_delay_ms": 40.0}], SCHEMA)
+    batch.check_report_path(ours, [video], schema=SCHEMA)  # ours: the run resumes it
     assert foreign.read_text() == "month,amount\njan,3\n"
 
 
@@ -197,7 +213,7 @@ def test_a_rerun_skips_what_is_done_and_retries_what_failed(tmp_path: Path) -> N
     second = Work()
     result = run_batch(jobs, second, report=report)
     assert (result.failed, result.skipped, second.calls) == (0, 2, ["b.mp4"])
-    records = batch.read_report(report)
+    records = read_report(report)
     assert [("error" in r) for r in records] == [False, False, False]
     assert records[0]["audio_delay_ms"] == 40.0  # a's measurement from the first run
 
@@ -208,13 +224,13 @@ def test_the_report_keeps_earlier_measurements(tmp_path: Path) -> None:
     a, b = touch(tmp_path / "a.mp4"), touch(tmp_path / "b.mp4")
     out, report = tmp_path / "out", tmp_path / "r.csv"
     run_batch(plan_jobs([a, b], out), Work(), report=report)
-    measured = {r["input"]: r["audio_delay_ms"] for r in batch.read_report(report)}
+    measured = {r["input"]: r["audio_delay_ms"] for r in read_report(report)}
     Journal.beside(report).path.unlink()  # only the report is left of that run
     run_batch(plan_jobs([a, b], out), Work(), report=report)  # both outputs exist
-    assert {r["input"]: r["audio_delay_ms"] for r in batch.read_report(report)} == measured
+    assert {r["input"]: r["audio_delay_ms"] for r in read_report(report)} == measured
     run_batch(plan_jobs([b], out / "b.fixed.mp4", force=True), Work(), report=report,
               force=True)
-    after = {r["input"]: r for r in batch.read_report(report)}
+    after = {r["input"]: r for r in read_report(report)}
     assert after[str(a)]["audio_delay_ms"] == measured[str(a)]
     assert set(after) == {str(a), str(b)}
 
@@ -233,7 +249,7 @@ def test_interrupted_run_writes_the_report_of_what_it_did(tmp_path: Path) -> Non
     with pytest.raises(KeyboardInterrupt):
         run_batch(plan_jobs([tmp_path / "in"]), Work(fail={"b.mp4": KeyboardInterrupt()}),
                   report=report)
-    assert [Path(r["input"]).name for r in batch.read_report(report)] == ["a.mp4"]
+    assert [Path(r["input"]).name for r in read_report(report)] == ["a.mp4"]
 
 
 # --------------------------------------------------------------------------- cleanup

@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "lipsync_fix"
 
 ORDER = [
-    "errors", "files", "compute",  # used by everything
+    "errors", "files", "records", "compute",  # used by everything
     "media", "faces", "features", "models", "sync",  # the main job's chain
     "batch", "data", "training", "evaluation", "separation", "demo",  # built on it
     "cli", "__init__", "__main__",  # the surfaces

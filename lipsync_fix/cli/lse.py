@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
@@ -18,16 +19,22 @@ from lipsync_fix.cli.app import (
     Json,
     Quiet,
     Report,
+    Session,
     Shard,
     app,
     bench_app,
-    print_error,
+    check_face_box,
+    echo_record,
+    load_named_model,
+    model_identity,
+    note,
     print_json,
     progress_bar,
     say,
 )
 from lipsync_fix.compute import resolve_device
 from lipsync_fix.evaluation.lse import (
+    LSE_RECORD,
     MIN_TRACK,
     VSHIFT,
     LseOptions,
@@ -35,7 +42,7 @@ from lipsync_fix.evaluation.lse import (
     run_lse_benchmark,
     summarize,
 )
-from lipsync_fix.models import SYNCNET_V2_FAMILY, load_model
+from lipsync_fix.models import SYNCNET_V2_FAMILY
 
 
 def _describe(record: dict) -> str:
@@ -74,14 +81,20 @@ def lse_command(
     detector and tracker unless --detector s3fd, and there is no JPEG or XVID round trip,
     so numbers can differ slightly from the reference pipeline's on the same video.
     """
+    options = LseOptions(vshift=vshift, detector=str(getattr(detector, "value", detector)),
+                         face_box=check_face_box(face_box), min_track=min_track,
+                         device=device)
+    dev = resolve_device(device)
     jobs = batch.select_shard(batch.plan_jobs(inputs), shard)
     if report is not None:
-        batch.check_report_path(report, [j.input for j in jobs], force)
-    options = LseOptions(vshift=vshift, detector=detector, face_box=face_box,
-                         min_track=min_track, device=device)
-    model = load_model(checkpoint, resolve_device(device), family=SYNCNET_V2_FAMILY)
+        batch.check_report_path(report, [j.input for j in jobs], force, LSE_RECORD)
+    model = load_named_model(checkpoint, dev, family=SYNCNET_V2_FAMILY, quiet=quiet or json_lines)
     origin = {k: v for k, v in getattr(model, "origin", {"name": checkpoint}).items()
               if k in ("name", "family", "sha256")}  # which model produced the numbers
+    # the options that change the numbers (not where or in what batches they are computed)
+    depends = {k: v for k, v in dataclasses.asdict(options).items()
+               if k not in ("device", "batch_size", "frame_memory_bytes")}
+    provenance = batch.Provenance(LSE_RECORD, model_identity(model), depends)
 
     with progress_bar(quiet or json_lines or len(jobs) > 1) as bar:
         task = bar.add_task("", total=None)
@@ -92,15 +105,12 @@ def lse_command(
         def work(job: batch.Job) -> dict:
             return lse_video(job.input, model, options, progress).to_json() | {"model": origin}
 
-        def echo(job: batch.Job, record: dict) -> None:
-            if json_lines:
-                print_json(record)
-            elif "error" in record:
-                print_error(record["error"])
-            else:
-                say(_describe(record))
-
-        result = batch.run_batch(jobs, work, report=report, force=force, on_record=echo)
+        result = batch.run_batch(jobs, work, report=report, provenance=provenance,
+                                 force=force,
+                                 on_record=lambda job, record: echo_record(
+                                     job, record, json_lines, _describe),
+                                 on_note=lambda job, message: note(message),
+                                 reraise=Session.debug)
     summary = summarize(result.records)
     if json_lines:
         print_json({"summary": summary})

@@ -35,8 +35,10 @@ from lipsync_fix.errors import OutputExistsError, UsageError
 from lipsync_fix.evaluation.bench_main_job import run_main_job_benchmark
 from lipsync_fix.evaluation.bench_scorer import run_scorer_benchmark
 from lipsync_fix.evaluation.golden import check_against_reference
+from lipsync_fix.evaluation.lse import LSE_RECORD
 from lipsync_fix.evaluation.protocols import EvalResult, evaluate_folder, get_protocol, write_result
 from lipsync_fix.models import export_for_inference, load_model, sha256_of
+from lipsync_fix.sync.records import FIX_RECORD, SCORE_RECORD
 from lipsync_fix.sync.scoring import ScoreOptions
 from lipsync_fix.training import TrainConfig, train
 from lipsync_fix.training.distributed import process_group
@@ -282,6 +284,14 @@ def bench_scorer(
              f"({result.speedup:.2f}x); timings on a busy machine are unreliable")
 
 
+RECORD_SCHEMAS = {schema.kind: schema for schema in (SCORE_RECORD, FIX_RECORD, LSE_RECORD)}
+"""Every command's report rows, for reading reports of any of them."""
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 @report_app.command("merge")
 def report_merge_command(
     reports: Annotated[list[Path], typer.Argument(help="Per-shard reports (.csv or .jsonl).")],
@@ -289,14 +299,18 @@ def report_merge_command(
     force: Force = False,
     json_line: Json = False,
 ) -> None:
-    """Merge the reports of a run fanned out with --shard into one (one record per input)."""
-    records = batch.merge_reports(reports, output, force)
-    failed = sum("error" in r and bool(r["error"]) for r in records)
+    """Merge the reports of a run fanned out with --shard into one (one record per input).
+
+    The reports must come from one command; an input with two different measurements is
+    refused (named), numbers stay numbers from CSV to JSON lines and back."""
+    merged = batch.merge_reports(reports, output, RECORD_SCHEMAS, force)
+    failed = sum("error" in r for r in merged.records)
     if json_line:
-        print_json({"output": str(output), "inputs": len(records), "reports": len(reports),
-                    "failed": failed})
+        print_json({"output": str(output), "kind": merged.kind, "inputs": len(merged.records),
+                    "reports": len(reports), "failed": failed})
         return
-    say(f"wrote {output}: {len(records)} inputs from {len(reports)} reports, {failed} failed")
+    say(f"wrote {output}: {_count(len(merged.records), 'input')} from "
+        f"{_count(len(reports), 'report')}, {failed} failed")
 
 
 @bench_app.command("main-job")

@@ -85,6 +85,7 @@ from lipsync_fix.features.constants import (
 from lipsync_fix.features.inputs import SYNCNET
 from lipsync_fix.features.mfcc import int16_scale, mfcc_matrix
 from lipsync_fix.models.syncnet import PAIRWISE_EPS, SyncNetV2
+from lipsync_fix.records import Field, record_schema
 from lipsync_fix.sync.frontend import Progress
 
 VSHIFT = 15
@@ -545,6 +546,16 @@ def lse_video(
             f"{path}: no face segment has the {FRAMES_PER_WINDOW + 1} frames and the audio "
             "SyncNet needs")
     return LseVideo(str(path), n_frames, opts.tracker_name, scored)
+
+
+LSE_RECORD = record_schema("lse", [
+    Field("lse_d", "float"), Field("lse_c", "float"), Field("syncnet_offset", "int"),
+    Field("audio_delay_ms", "float"), Field("offset_frames", "int"), Field("windows", "int"),
+    Field("vshift", "int"), Field("first_frame", "int"), Field("last_frame", "int"),
+    Field("frames", "int"), Field("face_coverage", "float"), Field("tracker", "str"),
+    Field("model", "dict", nullable=True), Field("segments", "list", in_csv=False),
+], signature={"lse_d", "lse_c"})
+"""An ``lse`` report row: :meth:`LseVideo.to_json` and the model that produced it."""
 
 
 def summarize(records: Iterable[dict]) -> dict:

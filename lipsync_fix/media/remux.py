@@ -27,10 +27,23 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync_fix.errors import LipsyncError, MediaError, OutputError, OutputExistsError, UsageError
+from lipsync_fix.errors import (
+    LipsyncError,
+    MediaError,
+    OutputError,
+    OutputExistsError,
+    StorageError,
+    UsageError,
+)
 from lipsync_fix.files import atomic_path
 from lipsync_fix.media.decode import decode_pcm, delayed
-from lipsync_fix.media.ffmpeg import PathLike, ffmpeg_reason, input_args, run_ffmpeg
+from lipsync_fix.media.ffmpeg import (
+    NO_SPACE_MARK,
+    PathLike,
+    ffmpeg_reason,
+    input_args,
+    run_ffmpeg,
+)
 from lipsync_fix.media.probe import MediaInfo, StreamInfo, probe, require_video_and_audio
 
 AudioTransform = Callable[[np.ndarray, int], np.ndarray]
@@ -178,11 +191,13 @@ def output_container(dst: PathLike) -> Container:
     return CONTAINERS[suffix]
 
 
-def check_destination(src: PathLike, dst: PathLike, force: bool = False) -> Container:
+def check_destination(src: PathLike, dst: PathLike, force: bool = False,
+                      folder_made_later: bool = False) -> Container:
     """Refuse, before anything is decoded, an output that :func:`rewrite_audio` could not
     write: not a video container, the input itself, a folder, an existing file (unless
-    ``force``), a missing folder. A command that scores first (``fix``) calls this before
-    scoring, so that a bad ``-o`` costs no minutes."""
+    ``force``), a missing folder (unless ``folder_made_later``: a batch makes an output's
+    folder only when it writes the output). A command that scores first (``fix``) calls
+    this (through :func:`check_rewrite`) before scoring, so a bad ``-o`` costs no minutes."""
     src, dst = Path(src), Path(dst)
     container = output_container(dst)
     if dst.resolve() == src.resolve() or (dst.exists() and src.exists() and dst.samefile(src)):
@@ -191,9 +206,46 @@ def check_destination(src: PathLike, dst: PathLike, force: bool = False) -> Cont
         raise MediaError(f"The output {dst} is a folder.")
     if dst.exists() and not force:
         raise OutputExistsError(f"{dst} already exists; use --force to overwrite it.")
-    if not dst.parent.is_dir():
+    if not dst.parent.is_dir() and not folder_made_later:
         raise OutputError(f"The output folder {dst.parent} does not exist.")
     return container
+
+
+FALLBACK_SUFFIX = ".mkv"
+"""The container of a folder run's output for an input whose own container is not one
+lipsync-fix writes (.flv, .wmv, .3gp...): Matroska holds nearly any codec."""
+
+
+def output_suffix_for(input_suffix: str, container: str | None = None) -> str:
+    """The suffix of the fixed copy of an input ending in ``input_suffix``: ``container``
+    (``mkv``, ``.mp4``...) when one was chosen, else the input's own when it is a
+    container written (:data:`CONTAINERS`), else :data:`FALLBACK_SUFFIX`. Decided from
+    names alone, so a folder run knows every output before it measures anything."""
+    if container is not None:
+        chosen = "." + container.lower().lstrip(".")
+        output_container(f"output{chosen}")
+        return chosen
+    own = input_suffix.lower()
+    return input_suffix if own in CONTAINERS else FALLBACK_SUFFIX
+
+
+def check_rewrite(src: PathLike, dst: PathLike, force: bool = False,
+                  all_audio: bool = True, folder_made_later: bool = False) -> None:
+    """Refuse, before anything is measured, a ``dst`` that :func:`rewrite_audio` would
+    refuse for ``src`` after the work: the checks of :func:`check_destination`, and
+    whether the container can hold ``src``'s streams (a .ts cannot hold VP9, a .webm
+    only VP8/VP9/AV1). It is the first step of :func:`rewrite_audio` itself (nothing is
+    decoded but the header), so the check before the work and the one at the end are one
+    function and cannot disagree."""
+    _plan_rewrite(Path(src), Path(dst), force, all_audio, folder_made_later)
+
+
+def _plan_rewrite(src: Path, dst: Path, force: bool, all_audio: bool,
+                  folder_made_later: bool = False) -> tuple[Container, MediaInfo, _Plan]:
+    container = check_destination(src, dst, force, folder_made_later)
+    info = probe(src)
+    require_video_and_audio(info)
+    return container, info, _plan(info, container, dst.suffix.lower(), all_audio)
 
 
 @dataclass(frozen=True)
@@ -399,10 +451,7 @@ def rewrite_audio(
     written to a scratch folder for ffmpeg.
     """
     src, dst = Path(src), Path(dst)
-    container = check_destination(src, dst, force)
-    info = probe(src)
-    require_video_and_audio(info)
-    plan = _plan(info, container, dst.suffix.lower(), all_audio)
+    container, info, plan = _plan_rewrite(src, dst, force, all_audio)
     shown_start = info.stream(info.video_stream_index).start_s or 0.0
     video_start = _copied_video_start(info)
     reports: list[AudioStreamReport] = []
@@ -490,6 +539,8 @@ def _mux(
     ])
     log = result.stderr.decode("utf-8", "replace")
     if result.returncode != 0 or "partial file" in log:
+        if NO_SPACE_MARK in log:
+            raise StorageError(f"cannot write {dst}: no space left on device")
         raise MediaError(_write_failure(src, dst, log, plan.kept, container.muxer))
 
 
