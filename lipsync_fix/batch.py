@@ -489,7 +489,7 @@ def check_report_path(report: Path, inputs: Iterable[Path], force: bool = False,
         try:
             read_report(report, schema)
         except RecordError as exc:
-            raise UsageError(f"the report {report} is not a {schema.kind} report ({exc}); "
+            raise UsageError(f"the report {report} is not one of {schema.kind} ({exc}); "
                              "give this command a report of its own") from None
         except LipsyncError:
             if not force:
@@ -693,7 +693,7 @@ def _earlier_rows(report: Path, schema: RecordSchema) -> dict[str, dict]:
         try:
             found = read_report(report, schema)
         except RecordError as exc:
-            raise UsageError(f"the report {report} is not a {schema.kind} report ({exc})"
+            raise UsageError(f"the report {report} is not one of {schema.kind} ({exc})"
                              ) from None
         except LipsyncError:
             found = None

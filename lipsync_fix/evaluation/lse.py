@@ -62,7 +62,13 @@ from torch import nn
 from lipsync_fix import faces, media
 from lipsync_fix.compute import full_float32
 from lipsync_fix.data.synth import make_talking_head
-from lipsync_fix.errors import ClipTooShortError, MediaError, NoFaceError, UsageError
+from lipsync_fix.errors import (
+    ClipTooShortError,
+    LipsyncError,
+    MediaError,
+    NoFaceError,
+    UsageError,
+)
 from lipsync_fix.evaluation.golden import rule_weights
 from lipsync_fix.faces.reference import (
     MIN_FACE_SIZE,
@@ -697,12 +703,22 @@ def run_lse_benchmark(
         evaluate_crops(model, warm, np.zeros(8 * SAMPLES_PER_FRAME), 1, device=dev)
         for index, path in enumerate(paths):
             start = time.perf_counter()
-            ours = lse_video(path, model, opts)
-            _sync(dev)
-            ours_s += time.perf_counter() - start
-            start = time.perf_counter()
-            fbf, segments = lse_video_frame_by_frame(
-                path, model, faces.make_detector(detector), root / f"work{index}", fbf_opts)
+            try:
+                ours = lse_video(path, model, opts)
+                _sync(dev)
+                ours_s += time.perf_counter() - start
+                start = time.perf_counter()
+                fbf, segments = lse_video_frame_by_frame(
+                    path, model, faces.make_detector(detector), root / f"work{index}",
+                    fbf_opts)
+            except (NoFaceError, ClipTooShortError) as exc:
+                # The clip is a temporary file, gone when this is read: say what it was.
+                raise LipsyncError(
+                    f"generated clip {index + 1} ({seconds:g} s, {size}x{size} px) cannot be "
+                    f"scored: {str(exc).split(': ', 1)[-1]} (the reference tracker keeps faces "
+                    f"of {fbf_opts.min_face_size:g} px or more, in tracks of more than "
+                    f"{fbf_opts.min_track} frames); use a larger --size or --seconds"
+                ) from None
             _sync(dev)
             fbf_s += time.perf_counter() - start
             audio = int16_scale(media.decode_audio(path, SAMPLE_RATE))
