@@ -97,13 +97,17 @@ def preprocess_command(
     workers: Annotated[int, typer.Option(min=1, help="Videos processed in parallel.")] = 1,
     detector: Detector = DetectorName.auto,
     shard: Shard = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Make again the clips of videos that changed since (or that were "
+                        "made with other options).")] = False,
     json_lines: Json = False,
     quiet: Quiet = False,
 ) -> None:
     """Videos -> the authors' layout (25 fps face crops + 16 kHz audio); resumable.
 
     Exits 1 when a video could not be used (each one is an error line); clips finished by
-    an earlier run are skipped."""
+    an earlier run from the same video with the same options are skipped, and clips that
+    are out of date are named (remade with --force)."""
     if not raw_dir.is_dir():
         raise UsageError(f"{raw_dir} is not a folder")
     if out_dir.exists() and not out_dir.is_dir():
@@ -115,6 +119,7 @@ def preprocess_command(
         summary = preprocess_folder(
             raw_dir, out_dir, detector.value, workers, shard=shard,
             on_done=lambda done, total, _: bar.update(task, completed=done, total=total),
+            force=force,
         )
     for item in summary.done:
         if json_lines:
