@@ -20,6 +20,7 @@ from lipsync_fix.cli.app import (
     Shard,
     app,
     bench_app,
+    load_named_model,
     note,
     out,
     print_error,
@@ -31,17 +32,19 @@ from lipsync_fix.cli.app import (
 from lipsync_fix.compute import resolve_device
 from lipsync_fix.data.preprocess import preprocess_folder
 from lipsync_fix.data.synth import write_synthetic_dataset
-from lipsync_fix.errors import OutputExistsError, UsageError
+from lipsync_fix.errors import OutputError, OutputExistsError, UsageError
 from lipsync_fix.evaluation.bench_main_job import run_main_job_benchmark
 from lipsync_fix.evaluation.bench_scorer import run_scorer_benchmark
 from lipsync_fix.evaluation.golden import check_against_reference
 from lipsync_fix.evaluation.lse import LSE_RECORD
 from lipsync_fix.evaluation.protocols import EvalResult, evaluate_folder, get_protocol, write_result
-from lipsync_fix.models import export_for_inference, load_model, sha256_of
+from lipsync_fix.models import export_for_inference, sha256_of
 from lipsync_fix.sync.records import FIX_RECORD, SCORE_RECORD
 from lipsync_fix.sync.scoring import ScoreOptions
 from lipsync_fix.training import TrainConfig, train
 from lipsync_fix.training.distributed import process_group
+
+SCORE_MODES = ("cached", "reference")
 
 
 @app.command("check")
@@ -159,15 +162,20 @@ def train_command(
         min=1, help="Frames per input window T (5; 10 or 25 for 'Var' models).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, ...")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pth.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Start afresh in an OUT that holds a run (its files are replaced).")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Train VocaLiST or SyncNet* (BCE, Adam); under torchrun, DDP on every rank."""
+    """Train VocaLiST or SyncNet* (BCE, Adam); under torchrun, DDP on every rank.
+
+    An OUT that holds a run already is refused unless --resume (continue it) or --force."""
     if preset is None and config is None:
         preset = "paper"
     given = {"data_root": str(data_root), "out_dir": str(run_dir), "preset": preset,
              "model": model, "steps": steps, "batch_size": batch_size, "lr": lr,
              "window_frames": window_frames, "device": device, "resume": resume or None,
-             "quiet": quiet or None}
+             "force": force or None, "quiet": quiet or None}
     overrides = {k: v for k, v in given.items() if v is not None}
     try:
         cfg = TrainConfig.from_file(config, **overrides) if config else \
@@ -187,8 +195,17 @@ def export_command(
     """Write an inference-only copy of a checkpoint (for sharing or bundling).
 
     Optimizer and RNG state are dropped; the sha256 is printed for a registry entry."""
+    if not checkpoint.is_file():
+        raise UsageError(f"checkpoint file {checkpoint} does not exist")
+    if output.is_dir():
+        raise UsageError(f"{output} is a folder; give the file to write")
     if output.exists() and not force:
         raise OutputExistsError(f"{output} exists; use --force to overwrite it")
+    if output.resolve() == checkpoint.resolve():
+        raise UsageError(f"{output} is the checkpoint being exported; write another file")
+    if not output.parent.is_dir():
+        raise OutputError(f"the folder {output.parent} of {output} does not exist; create it "
+                          "first")
     export_for_inference(checkpoint, output)
     say(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, sha256 {sha256_of(output)})")
 
@@ -215,6 +232,10 @@ def eval_command(
 ) -> None:
     """Reproduce the paper's sync accuracy tables on preprocessed clips."""
     proto = get_protocol(protocol)
+    if mode not in SCORE_MODES:
+        raise UsageError(f"--mode is {' or '.join(SCORE_MODES)}, not {mode!r}")
+    if not data_root.is_dir():
+        raise UsageError(f"data root {data_root} is not a folder")
     for target, suffix, option in ((json_out, ".json", "--json-out"), (csv_out, ".csv", "--csv")):
         if target is not None:
             batch.check_output(target, suffix=suffix, force=force, option=option)
@@ -223,7 +244,7 @@ def eval_command(
     # Under torchrun every rank scores its share of the clips; rank 0 reports the table.
     with process_group(dev.type == "cuda") as ranks, \
             progress_bar(quiet or json_line or not ranks.main) as bar:
-        model = load_model(checkpoint, dev)
+        model = load_named_model(checkpoint, dev)
         task = bar.add_task("clips", total=None)
 
         def on_clip(done: int, total: int, record: dict) -> None:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import soundfile as sf
 
-from lipsync_fix.errors import LipsyncError, MediaError
+from lipsync_fix.errors import LipsyncError, MediaError, UsageError
 from lipsync_fix.features.constants import CROP_SIZE, SAMPLE_RATE
 from lipsync_fix.files import partial_name
 
@@ -133,7 +133,7 @@ def list_clips(data_root: str | Path, split: str | None = "test") -> list[Path]:
     """
     root = Path(data_root)
     if not root.is_dir():
-        raise LipsyncError(f"data root {root} is not a folder")
+        raise UsageError(f"data root {root} is not a folder")
     filelist = root / "filelists" / f"{split}.txt"
     if split and filelist.is_file():
         clips = []

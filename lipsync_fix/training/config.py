@@ -89,7 +89,9 @@ class TrainConfig(RunConfig):
     in steps (0 disables). ``log_dir``: TensorBoard folder (default ``<out_dir>/tensorboard``;
     used only if the ``tensorboard`` package is installed; ``metrics.jsonl`` is always
     written). ``resume``: continue from ``<out_dir>/last.pth`` if it exists;
-    ``resume_from``: continue from that checkpoint. ``init_from``: start from a checkpoint's
+    ``resume_from``: continue from that checkpoint. ``force``: start afresh in an
+    ``out_dir`` that holds a run already (without it, or ``resume``, that is refused: its
+    checkpoint and metrics would be overwritten). ``init_from``: start from a checkpoint's
     weights (fine-tuning; its size overrides ``preset``) with a fresh optimiser.
     ``model``: ``"vocalist"`` (BCE on logits) or ``"syncnet"`` (the SyncNet* baseline, BCE
     on its cosine similarity; 5-frame windows only).
@@ -125,6 +127,7 @@ class TrainConfig(RunConfig):
     cache_size: int = 32
     resume: bool = False
     resume_from: str | None = None
+    force: bool = False
     quiet: bool = False
 
     def __post_init__(self) -> None:
