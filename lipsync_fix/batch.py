@@ -478,6 +478,8 @@ def check_report_path(report: Path, inputs: Iterable[Path], force: bool = False,
         raise OutputError(f"cannot write into {report.parent} (the folder of the report "
                           f"{report})")
     journal = Journal.beside(report).path
+    if journal.is_dir():
+        raise OutputError(f"the journal {journal} of the report {report} is a folder")
     if journal.exists() and not os.access(journal, os.W_OK):
         raise OutputError(f"cannot write the journal {journal} of the report {report}")
     resolved = report.resolve()

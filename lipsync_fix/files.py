@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lipsync_fix.errors import MediaError, OutputError, StorageError
+from lipsync_fix.errors import InputChangedError, MediaError, OutputError, StorageError
 
 STOPPING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 """Errors of a write that every later write would hit too: they stop a batch."""
@@ -198,8 +198,24 @@ def describe_change(before: Fingerprint, after: Fingerprint) -> str:
     return "its content changed"
 
 
+@contextmanager
+def unchanged_while(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = None
+                    ) -> Iterator[Fingerprint]:
+    """Make ``dst`` from ``src`` inside the block; if ``src`` changed meanwhile (its
+    fingerprint differs at the end), ``dst`` is removed and :class:`InputChangedError`
+    raised: an output made of two versions of an input, or of one that is gone, is wrong."""
+    before = fingerprint(src)
+    yield before
+    after = fingerprint(src)
+    if not before.same_content(after):
+        if dst is not None:
+            Path(dst).unlink(missing_ok=True)
+        raise InputChangedError(f"{src} changed while it was processed "
+                                f"({describe_change(before, after)}); nothing was written")
+
+
 __all__ = [
     "FINGERPRINT_BLOCK", "PARTIAL_MARK", "STOPPING_ERRNOS", "Fingerprint", "atomic_path",
     "cause", "describe_change", "fingerprint", "is_partial", "os_failure", "partial_name",
-    "stale_partials", "stops_the_run", "write_atomically",
+    "stale_partials", "stops_the_run", "unchanged_while", "write_atomically",
 ]

@@ -67,6 +67,11 @@ def print_error(message: str) -> None:
     err.print(Text.assemble(("error:", "bold red"), " ", one_line(message)))
 
 
+def count(n: int, noun: str) -> str:
+    """``1 report``, ``2 reports``: a number and its noun, in the right number."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def say(message: str) -> None:
     """A human line on stdout (never used in ``--json`` mode)."""
     out.print(message)

@@ -24,6 +24,7 @@ from lipsync_fix.cli.app import (
     app,
     bench_app,
     check_face_box,
+    count,
     echo_record,
     load_named_model,
     model_identity,
@@ -118,7 +119,7 @@ def lse_command(
         failed = f", {summary['failed']} failed" if summary["failed"] else ""
         say(f"LSE-D {summary['lse_d_mean']:.3f} ± {summary['lse_d_std']:.3f}, "
                   f"LSE-C {summary['lse_c_mean']:.3f} ± {summary['lse_c_std']:.3f} "
-                  f"(mean ± std over {summary['videos']} videos{failed})")
+                  f"(mean ± std over {count(summary['videos'], 'video')}{failed})")
     if result.failed:
         raise typer.Exit(1)
 
@@ -138,7 +139,7 @@ def bench_lse(
     (rule weights), same clips, one process: seconds and ratio, and how far the numbers
     differ."""
     result = run_lse_benchmark(clips, seconds, size, detector, str(resolve_device(device)))
-    say(f"{result.clips} clips of {result.seconds_per_clip:g} s ({result.frames} frames), "
+    say(f"{count(result.clips, 'clip')} of {result.seconds_per_clip:g} s ({result.frames} frames), "
               f"device {result.device}")
     say(f"ours:           {result.ours_s:.2f} s")
     say(f"frame by frame: {result.frame_by_frame_s:.2f} s")

@@ -46,6 +46,7 @@ from lipsync_fix.cli.app import (
 from lipsync_fix.compute import autocast_dtype, resolve_device
 from lipsync_fix.demo import TimelineDemoResult, check_demo, run_demo
 from lipsync_fix.errors import UsageError
+from lipsync_fix.files import unchanged_while
 from lipsync_fix.models.registry import default_model_name, default_model_notice
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
 from lipsync_fix.sync.plot import plot_scores
@@ -248,7 +249,8 @@ def shift_command(
         raise UsageError(f"-o {output} is a folder; shift writes one video file")
     # the same rules and words as fix's, and the container check remuxing makes
     batch.check_output(output, force=force, check_file=media.output_container)
-    done = media.shift_audio(video, output, audio_delay_ms / 1000.0, force=force)
+    with unchanged_while(video, output):
+        done = media.shift_audio(video, output, audio_delay_ms / 1000.0, force=force)
     if json_line:
         print_json({"input": str(video), "output": str(output),
                     "applied_delay_ms": 1000 * done.applied_delay_s,

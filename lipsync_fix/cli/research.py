@@ -20,6 +20,7 @@ from lipsync_fix.cli.app import (
     Shard,
     app,
     bench_app,
+    count,
     load_named_model,
     note,
     out,
@@ -90,7 +91,7 @@ def synth_command(
     if json_line:
         print_json({"output": str(out_dir), "clips": clips, "seed": seed, "seconds": seconds})
     elif not quiet:
-        say(f"wrote {clips} clips to {out_dir}")
+        say(f"wrote {count(clips, 'clip')} to {out_dir}")
 
 
 @app.command("preprocess")
@@ -137,7 +138,7 @@ def preprocess_command(
         if json_lines:
             print_json(item)
     if not json_lines:
-        say(f"{len(summary.done)} clips written to {out_dir}, {len(summary.skipped)} done "
+        say(f"{count(len(summary.done), 'clip')} written to {out_dir}, {len(summary.skipped)} done "
             f"earlier, {len(summary.failed)} failed")
     if summary.failed:
         raise typer.Exit(1)
@@ -265,8 +266,8 @@ def eval_command(
         print_json(result.to_json())
         return
     name = "SyncNet*" if model.family == "syncnet" else f"VocaLiST (T={result.window_frames})"
-    table = Table(title=f"{proto.name} sync accuracy, {name} ({result.clips} clips, "
-                        f"{result.windows} windows, {result.seconds:.1f} s)")
+    table = Table(title=f"{proto.name} sync accuracy, {name} ({count(result.clips, 'clip')}, "
+                        f"{count(result.windows, 'window')}, {result.seconds:.1f} s)")
     table.add_column("tolerance")
     for k in result.contexts:
         table.add_column(f"K={k}", justify="right")
@@ -314,10 +315,6 @@ RECORD_SCHEMAS = {schema.kind: schema for schema in (SCORE_RECORD, FIX_RECORD, L
 """Every command's report rows, for reading reports of any of them."""
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 @report_app.command("merge")
 def report_merge_command(
     reports: Annotated[list[Path], typer.Argument(help="Per-shard reports (.csv or .jsonl).")],
@@ -335,8 +332,8 @@ def report_merge_command(
         print_json({"output": str(output), "kind": merged.kind, "inputs": len(merged.records),
                     "reports": len(reports), "failed": failed})
         return
-    say(f"wrote {output}: {_count(len(merged.records), 'input')} from "
-        f"{_count(len(reports), 'report')}, {failed} failed")
+    say(f"wrote {output}: {count(len(merged.records), 'input')} from "
+        f"{count(len(reports), 'report')}, {failed} failed")
 
 
 @bench_app.command("main-job")

@@ -24,6 +24,7 @@ from lipsync_fix.cli.app import (
     print_json,
 )
 from lipsync_fix.compute import resolve_device
+from lipsync_fix.files import unchanged_while
 from lipsync_fix.separation import (
     SeparationConfig,
     compare_separators,
@@ -54,8 +55,9 @@ def separate_command(
     check_audio_output(output, force)  # the same check separate_video makes, before the model
     dev = resolve_device(device)
     model = load_named_model(checkpoint, dev, family=YNet.family)
-    record = separate_video(video, output, model, detector=detector.value,
-                            face_box=face_box, device=dev, force=force)
+    with unchanged_while(video, output):
+        record = separate_video(video, output, model, detector=detector.value,
+                                face_box=face_box, device=dev, force=force)
     if json_line:
         print_json(record)
     else:
