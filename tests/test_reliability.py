@@ -29,6 +29,7 @@ from lipsync_fix import batch, files, media
 from lipsync_fix.cli import main_job
 from lipsync_fix.data import layout, preprocess
 from lipsync_fix.data.synth import make_talking_head
+from lipsync_fix.media.ffmpeg import run_ffmpeg
 from lipsync_fix.models import load_model, sha256_of
 from lipsync_fix.models.checkpoint import save_checkpoint
 from lipsync_fix.models.vocalist import PRESETS, VocaLiST
@@ -383,13 +384,22 @@ def test_a_folder_of_other_containers_is_fixed_into_mkv_or_the_chosen_one(
 
 def test_streams_the_container_cannot_hold_fail_before_the_input_is_measured(
         kit, tmp_path, fake_estimates) -> None:
-    """The check before the estimate is the remux's own: H.264 cannot go into WebM."""
+    """The check before the estimate is the remux's own: H.264 cannot go into WebM (its
+    plan says so), HuffYUV not into MP4 (only the muxer knows: a trial mux finds it)."""
     copies(kit, tmp_path / "in", "a.mp4", "b.mp4")
     result = invoke("fix", tmp_path / "in", "-o", tmp_path / "out", "-c", kit.model_a,
                     "--container", "webm")
     assert_clean(result, 1, lines=2)
     assert "can only hold" in result.stderr and fake_estimates == []
     assert not (tmp_path / "out").exists()
+    lossless = tmp_path / "huffyuv.mkv"
+    run_ffmpeg(["-v", "error", "-i", str(kit.clip), "-t", "0.5", "-c:v", "huffyuv",
+                "-c:a", "copy", str(lossless)])
+    into_mp4 = invoke("fix", lossless, "-o", tmp_path / "x.mp4", "-c", kit.model_a,
+                      "--apply-uncertain")
+    assert_clean(into_mp4, 1)
+    assert "cannot hold the huffyuv video" in into_mp4.stderr and fake_estimates == []
+    assert not (tmp_path / "x.mp4").exists()
 
 
 # --------------------------------------------------------------------------- 6. environment

@@ -236,8 +236,12 @@ def check_rewrite(src: PathLike, dst: PathLike, force: bool = False,
     whether the container can hold ``src``'s streams (a .ts cannot hold VP9, a .webm
     only VP8/VP9/AV1). It is the first step of :func:`rewrite_audio` itself (nothing is
     decoded but the header), so the check before the work and the one at the end are one
-    function and cannot disagree."""
-    _plan_rewrite(Path(src), Path(dst), force, all_audio, folder_made_later)
+    function and cannot disagree. What only the muxer knows (MP4 holds no Theora, VP8 or
+    HuffYUV video) is found by a trial: the first fraction of a second muxed into a
+    scratch file exactly as the fix will mux it (same streams, encoders and muxer)."""
+    src, dst = Path(src), Path(dst)
+    container, info, plan = _plan_rewrite(src, dst, force, all_audio, folder_made_later)
+    _trial_mux(src, dst, info, plan, container)
 
 
 def _plan_rewrite(src: Path, dst: Path, force: bool, all_audio: bool,
@@ -316,6 +320,31 @@ def _plan(info: MediaInfo, container: Container, suffix: str, all_audio: bool) -
         else:
             leave_out(stream, f"{stream.kind} streams are only copied between files of one kind")
     return _Plan(tuple(kept), tuple(rewritten), codecs, tuple(notes))
+
+
+TRIAL_SECONDS = 0.2
+"""How much of the input :func:`check_rewrite`'s trial mux writes."""
+
+
+def _trial_mux(src: Path, dst: Path, info: MediaInfo, plan: _Plan, container: Container
+               ) -> None:
+    maps: list[str] = []
+    for out, stream in enumerate(plan.kept):
+        maps += ["-map", f"0:{stream.index}"]
+        if container.muxer == "avi" and stream.codec in _ANNEXB_FILTERS:
+            maps += [f"-bsf:{out}", _ANNEXB_FILTERS[stream.codec]]
+    genpts = ["-fflags", "+genpts"] if info.format_name == "avi" else []
+    with tempfile.TemporaryDirectory(prefix="lipsync-check-") as scratch:
+        trial = Path(scratch) / f"trial{dst.suffix.lower()}"
+        result = run_ffmpeg(["-v", "error", *genpts, *input_args(src), *maps, "-c", "copy",
+                             *_codec_args(plan), "-t", str(TRIAL_SECONDS),
+                             "-f", container.muxer, "-y", str(trial)])
+    if result.returncode != 0:
+        log = result.stderr.decode("utf-8", "replace")
+        if NO_SPACE_MARK in log:
+            raise StorageError(f"cannot check {dst} in a scratch folder: no space left on "
+                               "device")
+        raise OutputError(_write_failure(src, dst, log, plan.kept, container.muxer))
 
 
 def _copied_video_start(info: MediaInfo) -> float:
