@@ -407,7 +407,8 @@ def read_report(path: Path, schemas: Schemas | RecordSchema) -> Report:
     not such a report, or that mixes the records of several commands."""
     known = _as_schemas(schemas)
     try:
-        text = path.read_text()
+        with open(path, encoding="utf-8", newline="") as f:  # a CR inside a cell is data
+            text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = cause(exc) if isinstance(exc, OSError) else "it is not text"
         raise LipsyncError(f"cannot read the report {path}: {reason}") from exc
@@ -424,7 +425,7 @@ def read_report(path: Path, schemas: Schemas | RecordSchema) -> Report:
             raw.append((f"{path}: line {number}", {k: v for k, v in row.items()
                                                    if k is not None and v not in (None, "")}))
     else:
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
@@ -450,14 +451,15 @@ def write_report(path: Path, records: Sequence[dict], schema: RecordSchema) -> P
     atomically."""
     if path.suffix.lower() == ".csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, schema.csv_columns, lineterminator="\n")
+        # CRLF (RFC 4180): a CR or LF inside a cell is then quoted, so it reads back
+        writer = csv.DictWriter(buffer, schema.csv_columns, lineterminator="\r\n")
         writer.writeheader()
         for record in records:
             writer.writerow(schema.csv_row(record))
         text = buffer.getvalue()
     else:
         text = "".join(json.dumps(r) + "\n" for r in records)
-    return write_atomically(path, lambda tmp: tmp.write_text(text))
+    return write_atomically(path, lambda tmp: tmp.write_bytes(text.encode("utf-8")))
 
 
 def check_report_path(report: Path, inputs: Iterable[Path], force: bool = False,

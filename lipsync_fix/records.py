@@ -26,7 +26,7 @@ import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import Any
 
 from lipsync_fix.errors import LipsyncError
@@ -229,6 +229,32 @@ def _field_from_hint(name: str, hint: object) -> Field:
     if origin is dict:
         return Field(name, "dict", nullable)
     return Field(name, "json", True)
+
+
+def dataclass_from_json(cls: type, record: Mapping[str, Any], where: str = "the record"
+                        ) -> Any:
+    """An instance of the result dataclass ``cls`` from its JSON ``record``, refusing
+    what would otherwise be taken silently: a field of the wrong type (``"40"`` for a
+    number) or a missing required field (:class:`RecordError`, naming ``where`` and the
+    field). Keys ``cls`` does not have (``output``, ``kind``) are left out."""
+    if not isinstance(record, Mapping):
+        raise RecordError(f"{where} is not a JSON object")
+    known = fields_of(cls)
+    required = {f.name for f in fields(cls)
+                if f.default is MISSING and f.default_factory is MISSING}
+    missing = sorted(required - set(record))
+    if missing:
+        raise RecordError(f"{where} lacks {', '.join(missing)}")
+    values = {}
+    for spec in known:
+        if spec.name in record:
+            value = record[spec.name]
+            if not spec.accepts(value):
+                raise RecordError(f"{where}: {spec.name} should be a {spec.type}, not "
+                                  f"{json.dumps(value)[:40]}")
+            values[spec.name] = float(value) if spec.type == "float" and value is not None \
+                else value
+    return cls(**values)
 
 
 def canonical(value: object) -> object:

@@ -545,13 +545,26 @@ def test_benchmark_options_are_usage_errors(tmp_path) -> None:
     (["score", "{clip}", "--max-segments", "0", "-c", NO_MODEL], "--max-segments"),
     (["fix", "{clip}", "-o", "{root}/o.mp4", "--max-segments", "0", "-c", NO_MODEL],
      "--max-segments"),
+    (["eval", "--data-root", "{root}/missing", "-c", NO_MODEL], "is not a folder"),
+    (["eval", "--data-root", "{root}", "-c", NO_MODEL, "--protocol", "x"], "unknown protocol"),
+    (["eval", "--data-root", "{root}", "-c", NO_MODEL, "--mode", "x"], "--mode"),
+    (["eval", "--data-root", "{root}", "-c", "nosuchmodel"], "unknown checkpoint"),
+    (["export", "{root}/missing.pth", "{root}/out.pth"], "does not exist"),
+    (["separate", "{clip}", "-o", "{root}/voice.mp3x", "-c", NO_MODEL], "use .wav"),
+    (["separate", "{clip}", "-o", "{root}/voice.wav", "-c", "demo-small"], "not the ynet"),
+    (["train", "--data-root", "{root}/missing", "--out", "{root}/run", "--preset", "tiny"],
+     "is not a folder"),
+    (["train-separation", "--data-root", "{root}/missing", "--out", "{root}/sep"],
+     "is not a folder"),
 ])
 def test_usage_errors_exit_2_before_any_work(kit, args, words) -> None:
     """Item 7: each exited 1 (or named internal fields) although nothing ran."""
+    before = sorted(kit.root.iterdir())
     result = invoke(*[str(a).format(clip=kit.clip, root=kit.root) for a in args])
     assert_clean(result, 2)
     assert words in result.stderr
     assert "max_segments" not in result.stderr
+    assert sorted(kit.root.iterdir()) == before  # no run folder, no output, nothing
 
 
 def test_a_folder_where_the_cached_model_should_be_is_named(tmp_path, monkeypatch,
@@ -581,6 +594,47 @@ def test_demo_replaces_an_earlier_demo_only_with_force(tmp_path) -> None:
     assert "unknown checkpoint" in forced.stderr  # past the check: the model came next
     scenes = invoke("demo", "--out-dir", out, "--scenes", "2", "-c", NO_MODEL)
     assert "unknown checkpoint" in scenes.stderr  # another demo's files are not in its way
+
+
+@pytest.mark.parametrize("command", ["train", "train-separation"])
+def test_training_into_a_run_folder_refuses_to_replace_the_run(tmp_path, command) -> None:
+    """Item 8 audit: a new run over an old one overwrote its last.pth and truncated its
+    metrics without --force (a line on the console said so, afterwards)."""
+    data = tmp_path / "data"  # two clip folders in the authors' layout, and their lists
+    for name in ("c0", "c1"):
+        layout.write_clip(data / name, np.zeros((30, 96, 96, 3), np.uint8),
+                          np.zeros(30 * 640, np.float32))
+    (data / "filelists").mkdir()
+    for split in ("train", "val", "test"):
+        (data / "filelists" / f"{split}.txt").write_text("c0\nc1\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pth").write_bytes(b"a week of training")
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    result = invoke(command, "--data-root", data, "--out", run, "--steps", "1",
+                    "--preset", "tiny")
+    assert_clean(result, 2)
+    assert "holds a run already" in result.stderr and "--force" in result.stderr
+    assert (run / "last.pth").read_bytes() == b"a week of training"
+    assert (run / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_shift_of_an_input_that_changes_meanwhile_leaves_no_output(kit, tmp_path,
+                                                                   monkeypatch) -> None:
+    """Item 2 for ``shift``: an output made of two versions of its input is discarded."""
+    [clip] = copies(kit, tmp_path, "a.mp4")
+    real_shift = media.shift_audio
+
+    def shift_then_replace(src, dst, delay_s, **kwargs):
+        done = real_shift(src, dst, delay_s, **kwargs)
+        shutil.copy(kit.other, src)
+        return done
+
+    monkeypatch.setattr(media, "shift_audio", shift_then_replace)
+    result = invoke("shift", clip, "--audio-delay-ms", "40", "-o", tmp_path / "out.mp4")
+    assert_clean(result, 1)
+    assert "changed while it was processed" in result.stderr
+    assert not (tmp_path / "out.mp4").exists()
 
 
 # --------------------------------------------------------------------------- 9. smaller

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lipsync_fix import faces, media
-from lipsync_fix.compute import full_float32
+from lipsync_fix.compute import check_device_name, full_float32
 from lipsync_fix.data.synth import make_talking_head
 from lipsync_fix.errors import (
     ClipTooShortError,
@@ -310,6 +310,7 @@ class LseOptions:
     frame_memory_bytes: int = FRAME_MEMORY_BYTES
 
     def __post_init__(self) -> None:
+        check_device_name(self.device)
         if not 1 <= int(self.vshift) <= 100:
             raise UsageError(f"vshift must be 1 to 100 frames, got {self.vshift}")
         if int(self.batch_size) < 1:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from lipsync_fix.compute import check_device_name
+from lipsync_fix.errors import UsageError
 from lipsync_fix.features.constants import FRAMES_PER_WINDOW
 from lipsync_fix.models.checkpoint import FAMILIES
 
@@ -138,6 +140,10 @@ class TrainConfig(RunConfig):
             raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(presets)}")
         if self.model == "syncnet" and int(self.window_frames) != FRAMES_PER_WINDOW:
             raise ValueError(f"SyncNet* is trained on {FRAMES_PER_WINDOW}-frame windows only")
+        try:
+            check_device_name(self.device)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ValueError(f"amp must be auto, off, bf16 or fp16, not {self.amp!r}")
         for name in ("steps", "batch_size", "grad_accum", "window_frames", "val_samples"):
