@@ -21,8 +21,10 @@ Rules of the CSV form, the same for every kind:
 
 from __future__ import annotations
 
+import enum
 import json
 import math
+import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -259,13 +261,19 @@ def dataclass_from_json(cls: type, record: Mapping[str, Any], where: str = "the 
 
 def canonical(value: object) -> object:
     """``value`` as plain JSON data with a fixed key order (tuples as lists, NaN as
-    None), so two equal sets of options compare equal after a round trip through JSON."""
+    None, an enum as its value), so two equal sets of options compare equal after a round
+    trip through JSON. Anything else (a callback) is its type's name: its repr would name
+    a memory address and make every row look stale."""
     if isinstance(value, Mapping):
         return {str(k): canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
         return [canonical(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return canonical(value.value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    return str(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return f"<{type(value).__qualname__}>"
