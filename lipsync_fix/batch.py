@@ -788,7 +788,7 @@ def run_batch(
                 unreadable = None
                 reason = (provenance.stale_reason(previous, found)
                           if previous is not None and is_measurement(previous)
-                          and provenance is not None and found is not None else None)
+                          and provenance is not None else None)
             output_there = job.output is not None and job.output.exists()
             usable = unreadable is None and previous is not None \
                 and is_measurement(previous) and reason is None
@@ -808,9 +808,10 @@ def run_batch(
                 record = (_error_record(job, unreadable) if unreadable is not None
                           else _attempt(job, found, work, reraise))
                 failed += "error" in record
+                row = stamp(record, found)
                 if journal is not None:
-                    journal.append(stamp(record, found))
-                rows[key] = stamp(record, found)
+                    journal.append(row)
+                rows[key] = row
             if on_record is not None:
                 on_record(job, public(record))
     except BaseException as exc:
