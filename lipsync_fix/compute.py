@@ -20,15 +20,26 @@ PRECISIONS = ("auto", "fp32", "bf16")
 _DEVICE_RE = re.compile(r"^(cpu|cuda|mps)(:\d+)?$")
 
 
+def check_device_name(name: str | torch.device, allow_auto: bool = True) -> str:
+    """``name`` when it names a kind of device lipsync-fix runs on (``cpu``, ``cuda``,
+    ``cuda:N``, ``mps``, and ``auto`` if allowed), whether or not this machine has one:
+    options objects check this when made, so ``device="tpu"`` is refused at once and not
+    when the first input is scored. :func:`resolve_device` also checks it exists here."""
+    if isinstance(name, torch.device):
+        return str(name)
+    text = str(name).strip().lower()
+    if not (_DEVICE_RE.match(text) or (allow_auto and text == "auto")):
+        raise UsageError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps")
+    return text
+
+
 def resolve_device(name: str | torch.device) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` -> a device that exists here."""
     if isinstance(name, torch.device):
         return name
-    text = str(name).strip().lower()
+    text = check_device_name(name)
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not _DEVICE_RE.match(text):
-        raise UsageError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps")
     device = torch.device(text)
     if device.type == "cuda":
         if not torch.cuda.is_available():

@@ -21,7 +21,7 @@ from torch import nn
 
 from lipsync_fix import media
 from lipsync_fix.data.synth import TalkingHead, make_scene_clip, make_talking_head
-from lipsync_fix.errors import UsageError
+from lipsync_fix.errors import OutputExistsError, UsageError
 from lipsync_fix.features.constants import FRAME_MS
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
 from lipsync_fix.sync.frontend import Progress
@@ -79,11 +79,25 @@ def timeline_limit_ms(options: SyncOptions) -> float:
     return options.max_delay_ms - FRAME_MS
 
 
+def demo_outputs(out_dir: Path, drift_ms_per_min: float = 0.0, scenes: int = 1
+                 ) -> tuple[Path, Path]:
+    """The two files a demo writes into ``out_dir``: the clip and its fixed copy."""
+    if scenes > 1:
+        name = f"demo_{scenes}_scenes"
+    elif drift_ms_per_min:
+        name = "demo_drift"
+    else:
+        return out_dir / "demo_out_of_sync.mp4", out_dir / "demo_fixed.mp4"
+    return out_dir / f"{name}.mp4", out_dir / f"{name}_fixed.mp4"
+
+
 def check_demo(out_dir: Path, audio_delay_ms: float, seconds: float | None,
-               options: SyncOptions, drift_ms_per_min: float = 0.0, scenes: int = 1) -> None:
+               options: SyncOptions, drift_ms_per_min: float = 0.0, scenes: int = 1,
+               force: bool = False) -> None:
     """Refuse a demo that cannot show what it promises, before anything is loaded or
     written: the delay must stay inside the searched range (``options.max_delay_ms``), or
-    the demo would show a failure the tool itself reports as out of range."""
+    the demo would show a failure the tool itself reports as out of range. Files of an
+    earlier demo in ``out_dir`` are not replaced unless ``force``."""
     seconds = demo_seconds(seconds, drift_ms_per_min, scenes)
     if not (math.isfinite(seconds) and MIN_SECONDS <= seconds <= MAX_SECONDS):
         raise UsageError(f"the demo clip must last {MIN_SECONDS:g} to {MAX_SECONDS:g} s, "
@@ -113,6 +127,15 @@ def check_demo(out_dir: Path, audio_delay_ms: float, seconds: float | None,
                              f"searched range), got {audio_delay_ms}")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir} is a file; --out-dir must be a folder")
+    if not out_dir.exists() and not out_dir.parent.is_dir():
+        raise UsageError(f"the folder {out_dir.parent} of --out-dir {out_dir} does not exist; "
+                         "create it first")
+    there = [p for p in demo_outputs(out_dir, drift_ms_per_min, scenes) if p.exists()]
+    if there and not force:
+        raise OutputExistsError(f"{there[0]} exists; use --force to overwrite it")
+    for path in there:
+        if path.is_dir():
+            raise UsageError(f"{path} is a folder; the demo writes a video there")
 
 
 def run_demo(
@@ -126,20 +149,22 @@ def run_demo(
     drift_ms_per_min: float = 0.0,
     scenes: int = 1,
     timeline: TimelineOptions | None = None,
+    force: bool = False,
 ) -> DemoResult | TimelineDemoResult:
     """Make the clip, estimate its delay, and write the fixed copy beside it (after
-    :func:`check_demo`). With a drift or several scenes the offset over time is fitted,
-    the clip fixed by it, and the fixed copy measured again."""
+    :func:`check_demo`: an earlier demo's files are replaced only with ``force``). With a
+    drift or several scenes the offset over time is fitted, the clip fixed by it, and the
+    fixed copy measured again."""
     options = options or SyncOptions()
-    check_demo(out_dir, audio_delay_ms, seconds, options, drift_ms_per_min, scenes)
+    check_demo(out_dir, audio_delay_ms, seconds, options, drift_ms_per_min, scenes, force)
     seconds = demo_seconds(seconds, drift_ms_per_min, scenes)
     if drift_ms_per_min or scenes != 1:
         return _run_timeline_demo(model, out_dir, audio_delay_ms, seconds, seed, options,
                                   progress, drift_ms_per_min, scenes, timeline)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clip = make_demo_clip(out_dir / "demo_out_of_sync.mp4", audio_delay_ms, seconds, seed)
+    out_dir.mkdir(exist_ok=True)
+    clip, fixed = demo_outputs(out_dir)
+    make_demo_clip(clip, audio_delay_ms, seconds, seed)
     estimate = estimate_sync(clip, model, options, progress)
-    fixed = out_dir / "demo_fixed.mp4"
     fix_video(clip, fixed, estimate, force=True, apply_uncertain=True)
     return DemoResult(clip, fixed, audio_delay_ms, estimate,
                       audio_delay_ms - estimate.audio_delay_ms)
@@ -251,13 +276,11 @@ def _run_timeline_demo(
     """Make a drifting or multi-scene clip, fit the offset over time, fix it, re-measure
     (:func:`run_demo` has checked the numbers)."""
     limit = timeline_limit_ms(options)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"demo_{scenes}_scenes" if scenes > 1 else "demo_drift"
-    clip_path = out_dir / f"{name}.mp4"
+    out_dir.mkdir(exist_ok=True)
+    clip_path, fixed = demo_outputs(out_dir, drift_ms_per_min, scenes)
     truth = make_timeline_clip(clip_path, audio_delay_ms, seconds, seed, drift_ms_per_min,
                                scenes, min(limit, 400.0))
     found = clip_estimate(clip_path, model, options, timeline, progress)
-    fixed = out_dir / f"{name}_fixed.mp4"
     fix_timeline(clip_path, fixed, found.offset_model, force=True)
     # the fixed copy is read on every window, so each part of it is checked, not a sample
     after = clip_estimate(fixed, model, replace(options, exhaustive=True), timeline, progress)

@@ -51,11 +51,29 @@ class RecordError(LipsyncError):
     lipsync-fix writes: a key is missing or holds a value of the wrong type."""
 
 
+class BadCheckpointError(CheckpointError, UsageError):
+    """The checkpoint named on the command line cannot be used as given (an unknown name, a
+    missing file, a file that is no checkpoint, a model of the wrong family): a usage
+    error, raised before any input is read. A download or checksum failure is not one."""
+
+
 class OutputError(LipsyncError):
     """An output cannot be written where it was asked for (missing folder, a folder in the
     way, the input itself): nothing was done, a usage error."""
 
     exit_code = 2
+
+
+class InputChangedError(LipsyncError):
+    """An input's content changed while it was being processed: its result describes a
+    file that is no longer there, so it is discarded rather than written."""
+
+
+class StorageError(LipsyncError):
+    """The machine refused a write that every later input would need too (a full disk, a
+    quota, a read-only file system), or a batch's journal could not be written: the run
+    stops cleanly instead of failing input after input. Exit 1: work may have run, and
+    the same command continues where it stopped."""
 
 
 class OutputExistsError(OutputError):

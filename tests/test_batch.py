@@ -4,7 +4,10 @@ is a stand-in, so every rule is checked in milliseconds."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -12,9 +15,34 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lipsync_fix import batch
-from lipsync_fix.batch import Job, Journal, plan_jobs, run_batch, select_shard
-from lipsync_fix.errors import LipsyncError, OutputError, OutputExistsError, UsageError
+from lipsync_fix.batch import Job, Journal, Provenance, plan_jobs, select_shard
+from lipsync_fix.compute import check_device_name
+from lipsync_fix.errors import (
+    LipsyncError,
+    OutputError,
+    OutputExistsError,
+    StorageError,
+    UsageError,
+)
+from lipsync_fix.evaluation.lse import LSE_RECORD, LseOptions
 from lipsync_fix.files import partial_name
+from lipsync_fix.records import Field, RecordError, dataclass_from_json, record_schema
+from lipsync_fix.sync.records import SCORE_RECORD
+from lipsync_fix.training import TrainConfig
+
+SCHEMA = record_schema("test", [Field("output", "str"), Field("audio_delay_ms", "float")],
+                       signature={"audio_delay_ms"})
+"""The rows of the stand-in command below."""
+PROVENANCE = Provenance(SCHEMA, {"name": "stand-in", "sha256": "0" * 64}, {"context": 25})
+
+
+def run_batch(jobs, work, *, provenance: Provenance = PROVENANCE, **kwargs):
+    """:func:`batch.run_batch` with the stand-in command's provenance."""
+    return batch.run_batch(jobs, work, provenance=provenance, **kwargs)
+
+
+def read_report(path: Path) -> list[dict]:
+    return batch.read_report(path, SCHEMA).records
 
 
 def touch(path: Path, data: bytes = b"video") -> Path:
@@ -155,13 +183,14 @@ def test_shard_reports_merge_into_one(tmp_path: Path) -> None:
         report = tmp_path / f"shard{k}.{'csv' if k == 2 else 'jsonl'}"
         run_batch(select_shard(jobs, f"{k}/3"), Work(), report=report)
         reports.append(report)
-    merged = batch.merge_reports(reports, tmp_path / "all.csv")
-    assert [r["input"] for r in merged] == [str(p) for p in inputs]
-    assert len(batch.read_report(tmp_path / "all.csv")) == 7
+    schemas = {"test": SCHEMA}
+    merged = batch.merge_reports(reports, tmp_path / "all.csv", schemas)
+    assert [r["input"] for r in merged.records] == [str(p) for p in inputs]
+    assert len(read_report(tmp_path / "all.csv")) == 7
     with pytest.raises(OutputExistsError):
-        batch.merge_reports(reports, tmp_path / "all.csv")
+        batch.merge_reports(reports, tmp_path / "all.csv", schemas)
     with pytest.raises(UsageError, match="one of the inputs"):
-        batch.merge_reports(reports, reports[0], force=True)
+        batch.merge_reports(reports, reports[0], schemas, force=True)
 
 
 # --------------------------------------------------------------------------- reports
@@ -172,17 +201,17 @@ def test_report_paths_that_would_destroy_something_are_refused(tmp_path: Path) -
     foreign = tmp_path / "budget.csv"
     foreign.write_text("month,amount\njan,3\n")
     with pytest.raises(UsageError, match=r"\.csv or \.jsonl"):
-        batch.check_report_path(video, [video])
+        batch.check_report_path(video, [video], schema=SCHEMA)
     with pytest.raises(UsageError, match="one of the inputs"):
-        batch.check_report_path(foreign, [foreign], force=True)
+        batch.check_report_path(foreign, [foreign], force=True, schema=SCHEMA)
     with pytest.raises(OutputExistsError, match="not a lipsync-fix report"):
-        batch.check_report_path(foreign, [video])
+        batch.check_report_path(foreign, [video], schema=SCHEMA)
     with pytest.raises(OutputError, match="does not exist"):
-        batch.check_report_path(tmp_path / "no" / "r.csv", [video])
-    batch.check_report_path(foreign, [video], force=True)  # asked for: may be replaced
+        batch.check_report_path(tmp_path / "no" / "r.csv", [video], schema=SCHEMA)
+    batch.check_report_path(foreign, [video], force=True, schema=SCHEMA)  # may be replaced
     ours = tmp_path / "ours.csv"
-    batch.write_report(ours, [{"input": "a.mp4", "audio_delay_ms": 40.0}])
-    batch.check_report_path(ours, [video])  # our own report: the run resumes it
+    batch.write_report(ours, [{"input": "a.mp4", "audio_delay_ms": 40.0}], SCHEMA)
+    batch.check_report_path(ours, [video], schema=SCHEMA)  # ours: the run resumes it
     assert foreign.read_text() == "month,amount\njan,3\n"
 
 
@@ -197,7 +226,7 @@ def test_a_rerun_skips_what_is_done_and_retries_what_failed(tmp_path: Path) -> N
     second = Work()
     result = run_batch(jobs, second, report=report)
     assert (result.failed, result.skipped, second.calls) == (0, 2, ["b.mp4"])
-    records = batch.read_report(report)
+    records = read_report(report)
     assert [("error" in r) for r in records] == [False, False, False]
     assert records[0]["audio_delay_ms"] == 40.0  # a's measurement from the first run
 
@@ -208,13 +237,13 @@ def test_the_report_keeps_earlier_measurements(tmp_path: Path) -> None:
     a, b = touch(tmp_path / "a.mp4"), touch(tmp_path / "b.mp4")
     out, report = tmp_path / "out", tmp_path / "r.csv"
     run_batch(plan_jobs([a, b], out), Work(), report=report)
-    measured = {r["input"]: r["audio_delay_ms"] for r in batch.read_report(report)}
+    measured = {r["input"]: r["audio_delay_ms"] for r in read_report(report)}
     Journal.beside(report).path.unlink()  # only the report is left of that run
     run_batch(plan_jobs([a, b], out), Work(), report=report)  # both outputs exist
-    assert {r["input"]: r["audio_delay_ms"] for r in batch.read_report(report)} == measured
+    assert {r["input"]: r["audio_delay_ms"] for r in read_report(report)} == measured
     run_batch(plan_jobs([b], out / "b.fixed.mp4", force=True), Work(), report=report,
               force=True)
-    after = {r["input"]: r for r in batch.read_report(report)}
+    after = {r["input"]: r for r in read_report(report)}
     assert after[str(a)]["audio_delay_ms"] == measured[str(a)]
     assert set(after) == {str(a), str(b)}
 
@@ -233,7 +262,7 @@ def test_interrupted_run_writes_the_report_of_what_it_did(tmp_path: Path) -> Non
     with pytest.raises(KeyboardInterrupt):
         run_batch(plan_jobs([tmp_path / "in"]), Work(fail={"b.mp4": KeyboardInterrupt()}),
                   report=report)
-    assert [Path(r["input"]).name for r in batch.read_report(report)] == ["a.mp4"]
+    assert [Path(r["input"]).name for r in read_report(report)] == ["a.mp4"]
 
 
 # --------------------------------------------------------------------------- cleanup
@@ -270,3 +299,114 @@ def test_an_internal_error_is_recorded_unless_reraise(tmp_path: Path) -> None:
     assert result.failed == 1 and "ZeroDivisionError: bug" in result.records[0]["error"]
     with pytest.raises(ZeroDivisionError):
         run_batch(jobs, Work(fail={"a.mp4": ZeroDivisionError("bug")}), reraise=True)
+
+
+# --------------------------------------------------------------------------- issue 20
+
+
+def _json_value(kind: str):
+    if kind == "str":
+        return st.text(max_size=8)
+    if kind == "int":
+        return st.integers(-10**9, 10**9)
+    if kind == "float":
+        return st.floats(allow_nan=False, allow_infinity=False, width=64)
+    if kind == "bool":
+        return st.booleans()
+    scalars = st.one_of(st.none(), st.integers(-99, 99), st.text(max_size=4),
+                        st.floats(allow_nan=False, allow_infinity=False))
+    if kind == "list":
+        return st.lists(scalars, max_size=3)
+    return st.dictionaries(st.text(max_size=4), scalars, max_size=3)
+
+
+def _records(schema):
+    """Rows of ``schema``: an input, the kind, and any of its fields, each of its type."""
+    optional = {f.name: _json_value(f.type) for f in schema.fields
+                if f.name not in ("input", "kind")}
+    return st.fixed_dictionaries({"input": st.text(min_size=1, max_size=8),
+                                  "kind": st.just(schema.kind)}, optional=optional)
+
+
+@settings(max_examples=40, deadline=None)
+@given(records=st.lists(_records(SCORE_RECORD), min_size=1, max_size=4))
+def test_a_csv_report_reads_back_as_the_records_it_was_written_from(records,
+                                                                    tmp_path_factory) -> None:
+    """Issue 20 item 3: numbers stay numbers, lists stay lists, an absent field stays
+    absent; only the lists of records (JSON lines only) are left out of a CSV."""
+    folder = tmp_path_factory.mktemp("csv")
+    batch.write_report(folder / "r.csv", records, SCORE_RECORD)
+    columns = set(SCORE_RECORD.csv_columns)
+    back = batch.read_report(folder / "r.csv", SCORE_RECORD).records
+    kept = [{k: v for k, v in r.items() if k in columns} for r in records]
+    # an empty cell is an absent field: "" and a null number read back as absent
+    expected = [{k: v for k, v in r.items() if v != "" and not (
+        v is None and SCORE_RECORD.field(k).type not in ("list", "dict", "json"))}
+        for r in kept]
+    assert back == expected
+
+
+def test_a_journal_row_that_cannot_be_written_is_cut_back(tmp_path, monkeypatch) -> None:
+    """A full disk in the middle of a row: the journal is left as it was, never with half
+    a row, and the error names the journal and the cause."""
+    journal = Journal(tmp_path / "r.jsonl.journal")
+    journal.append({"input": "a.mp4", "x": 1})
+    before = journal.path.read_bytes()
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(StorageError, match=r"r\.jsonl\.journal: no space left on device"):
+        journal.append({"input": "b.mp4", "x": 2})
+    monkeypatch.undo()
+    assert journal.path.read_bytes() == before
+    journal.append({"input": "c.mp4", "x": 3})
+    assert sorted(journal.read()) == ["a.mp4", "c.mp4"]
+
+
+def test_a_result_dataclass_refuses_json_of_the_wrong_types() -> None:
+    """Item 9: ``from_json`` took ``"40"`` for a delay. The helper every result's
+    ``from_json`` can use checks each field against the dataclass's own annotations."""
+    @dataclass
+    class Result:
+        input: str
+        delay_ms: float
+        windows: int = 0
+        notes: list[str] = field(default_factory=list)
+        model: dict | None = None
+
+    assert dataclass_from_json(Result, {"input": "a", "delay_ms": 40, "extra": 1}) == \
+        Result("a", 40.0)
+    for bad, words in (({"input": "a", "delay_ms": "40"}, "delay_ms should be a float"),
+                       ({"input": "a", "delay_ms": 1.0, "windows": 2.5}, "windows"),
+                       ({"input": "a", "delay_ms": 1.0, "windows": True}, "windows"),
+                       ({"input": "a", "delay_ms": 1.0, "notes": "x"}, "notes"),
+                       ({"input": "a"}, "lacks delay_ms")):
+        with pytest.raises(RecordError, match=words):
+            dataclass_from_json(Result, bad)
+
+
+def test_options_refuse_a_device_that_does_not_exist_anywhere() -> None:
+    """Item 9: ``device="tpu"`` was accepted until the first input was scored."""
+    with pytest.raises(UsageError, match="unknown device 'tpu'"):
+        LseOptions(device="tpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        TrainConfig(data_root="d", out_dir="o", device="tpu")
+    assert check_device_name("cuda:1") == "cuda:1"  # a kind of device, present or not
+
+
+def test_a_score_report_is_not_taken_for_another_commands(tmp_path) -> None:
+    """Rows say their command; rows of an older version are recognised by their fields."""
+    report = tmp_path / "r.jsonl"
+    report.write_text(json.dumps({"input": "a.mp4", "lse_d": 7.0, "lse_c": 2.0}) + "\n")
+    assert batch.read_report(report, {"score": SCORE_RECORD, "lse": LSE_RECORD}).kind == "lse"
+    with pytest.raises(UsageError, match="not one of score"):
+        batch.check_report_path(report, [], schema=SCORE_RECORD)
+    mixed = tmp_path / "m.jsonl"
+    mixed.write_text(report.read_text() + json.dumps(
+        {"input": "b.mp4", "verdict": "in_sync", "kind": "score"}) + "\n")
+    with pytest.raises(LipsyncError, match="mixes records of lse and score"):
+        batch.read_report(mixed, {"score": SCORE_RECORD, "lse": LSE_RECORD})

@@ -135,7 +135,7 @@ def test_a_file_named_like_an_option_is_read_after_double_dash(kit, monkeypatch)
     monkeypatch.chdir(kit.root)
     (kit.root / "-x.mp4").write_bytes(b"")
     result = invoke("score", "-c", NO_MODEL, "--", "-x.mp4")
-    assert_clean(result, 1)
+    assert_clean(result, 2)
     assert "unknown checkpoint" in result.stderr  # parsing passed; the model is what failed
 
 
@@ -195,7 +195,7 @@ def test_a_file_that_is_no_checkpoint_is_named_as_such(kit, monkeypatch) -> None
     if not os.path.isfile(passwd):
         pytest.skip("no /etc/passwd here")
     result = invoke("score", kit.clip, "-c", passwd)
-    assert_clean(result, 1)
+    assert_clean(result, 2)  # a usage error: the checkpoint named cannot be used
     assert "not a PyTorch checkpoint" in result.stderr and "index" not in result.stderr
     (kit.root / "notes.pth").write_text("hello")
     result = invoke("score", kit.clip, "-c", kit.root / "notes.pth")
@@ -221,7 +221,7 @@ def test_fix_checks_every_output_before_loading_the_model(kit, tmp_path) -> None
     shutil.copy(kit.clip, other)
     cases = [
         (["fix", kit.clip, "-o", tmp_path / "missing" / "out.mp4"], "does not exist"),
-        (["fix", kit.clip, "-o", tmp_path / "out.mp3"], "video file"),
+        (["fix", kit.clip, "-o", tmp_path / "out.mp3"], "video container"),
         (["fix", kit.clip, other, "-o", tmp_path / "out.mp4"], "folder"),
         (["fix", kit.clip, "-o", tmp_path / "o.mp4", "--report", tmp_path / "nope" / "r.csv"],
          "does not exist"),
@@ -383,8 +383,8 @@ def test_shards_cover_every_input_once_and_merge_into_one_report(kit, tmp_path,
     assert sorted(fake_estimates) == sorted(str(p) for p in folder.rglob("*.mp4"))
     merged = invoke("report", "merge", *reports, "-o", tmp_path / "all.csv", "--json")
     assert_clean(merged, 0, lines=0)
-    assert merged.json_lines() == [{"output": str(tmp_path / "all.csv"), "inputs": 5,
-                                    "reports": 3, "failed": 0}]
+    assert merged.json_lines() == [{"output": str(tmp_path / "all.csv"), "kind": "fix",
+                                    "inputs": 5, "reports": 3, "failed": 0}]
     assert len(videos(tmp_path / "out")) == 5
     empty = invoke("score", kit.clip, "-c", kit.ckpt, "--shard", "2/2")
     assert empty.code == 0 and "no inputs" in empty.stderr

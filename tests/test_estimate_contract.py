@@ -204,3 +204,31 @@ def test_describe_never_says_minus_zero():
     rng = np.random.default_rng(4)
     estimate = _conclude([_segment(25 * k, -10.0, rng) for k in range(6)], 6.0)
     assert "-0 ms" not in estimate.describe()
+
+
+def test_the_report_schema_has_every_key_of_the_estimates_json_and_no_other():
+    from lipsync_fix.sync.records import FIX_RECORD, SCORE_RECORD
+
+    keys = set(_record()) - {"output"}
+    assert {f.name for f in SCORE_RECORD.fields} - {"plot", "skipped", "error", "kind",
+                                                    "provenance"} == keys
+    assert {f.name for f in FIX_RECORD.fields} >= keys | {"output"}
+    assert SCORE_RECORD.check(_record(), "row") == _record()
+
+
+def test_a_video_whose_sound_is_short_says_the_sound_is_short(tmp_path):
+    """6 s of video with 0.5 s of sound: the audio is what is too short, not the clip."""
+    from lipsync_fix import media
+    from lipsync_fix.data.synth import make_talking_head
+    from lipsync_fix.errors import ClipTooShortError
+    from lipsync_fix.models.vocalist import PRESETS, VocaLiST
+    from lipsync_fix.sync import estimate_sync
+
+    clip = make_talking_head(1, duration_s=6.0, size=(128, 128))
+    path = tmp_path / "short_sound.mkv"
+    media.write_video(path, clip.frames, clip.fps, audio=clip.audio[: 8000],
+                      sample_rate=16000)
+    with pytest.raises(ClipTooShortError, match=r"the audio lasts only 0\.5\d s of the (6|5\.9)"):
+        estimate_sync(path, VocaLiST(PRESETS["tiny"]), SyncOptions(device="cpu"))
+    with pytest.raises(Exception, match="unknown device 'tpu'"):
+        SyncOptions(device="tpu")

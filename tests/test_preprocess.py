@@ -32,7 +32,7 @@ def test_preprocess_real_clip_resumable_and_reports_failures(tmp_path):
     args = ["preprocess", raw, out, "--quiet"]
     first = invoke(*args)
     assert first.code == 1, first.stderr  # one video could not be used
-    assert "1 clips written" in first.stdout and "0 done earlier, 1 failed" in first.stdout
+    assert "1 clip written" in first.stdout and "0 done earlier, 1 failed" in first.stdout
     [error] = first.error_lines
     assert error.startswith("error: ") and "broken.mp4" in error
     clip = load_clip(out / "phone")

@@ -11,6 +11,9 @@ Exit status (the README's table):
 * **130**: interrupted (Ctrl-C); a batch with ``--report`` continues where it stopped
   when the same command is run again.
 
+A full disk or a read-only file system stops a batch (exit 1) with one line naming the path
+and the cause; its journal keeps every input done, so the same command continues.
+
 Errors are one line; ``--debug`` (anywhere on the line) shows the traceback as well.
 """
 
@@ -33,6 +36,7 @@ from lipsync_fix.cli import (  # noqa: F401  (registers commands)
 )
 from lipsync_fix.cli.app import Session, app, print_error, print_json
 from lipsync_fix.errors import LipsyncError
+from lipsync_fix.files import os_failure
 from lipsync_fix.media import VIDEO_SUFFIXES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -118,6 +122,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         return _fail("interrupted", EXIT_INTERRUPTED, json_mode)
+    except OSError as exc:
+        # The machine refused something (a full disk, a permission): the path and the
+        # cause, not an internal error. Exit 1: some work may have been done.
+        if debug:
+            traceback.print_exc()
+        return _fail(str(os_failure(exc, doing="use")), EXIT_FAILED, json_mode)
     except Exception as exc:
         if debug:
             traceback.print_exc()

@@ -15,16 +15,22 @@ from __future__ import annotations
 import enum
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
+from torch import nn
 
-from lipsync_fix.errors import LipsyncError, UsageError
+from lipsync_fix import batch
+from lipsync_fix.errors import BadCheckpointError, CheckpointError, LipsyncError, UsageError
 from lipsync_fix.faces import parse_face_box
+from lipsync_fix.models import load_model, load_registry
+from lipsync_fix.models.registry import file_sha256, get_entry
 
 app = typer.Typer(
     help="Find and fix audio/video desynchronisation in videos of people speaking or singing.",
@@ -61,6 +67,11 @@ def print_error(message: str) -> None:
     err.print(Text.assemble(("error:", "bold red"), " ", one_line(message)))
 
 
+def count(n: int, noun: str) -> str:
+    """``1 report``, ``2 reports``: a number and its noun, in the right number."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def say(message: str) -> None:
     """A human line on stdout (never used in ``--json`` mode)."""
     out.print(message)
@@ -69,6 +80,27 @@ def say(message: str) -> None:
 def note(message: str) -> None:
     """A human line on stderr that is not an error (a skipped clip, a hint)."""
     err.print(one_line(message))
+
+
+def echo_record(job: batch.Job, record: dict, json_lines: bool,
+                describe: Callable[[dict], str]) -> None:
+    """One line per input: the JSON record (stdout), or a sentence. An error is also one
+    line on stderr in both modes, so a log of stderr lists every failure."""
+    if "error" in record:
+        message = record["error"]
+        if str(job.input) not in message:
+            message = f"{job.input}: {message}"
+        print_error(message)
+    if json_lines:
+        print_json(record)
+    elif "error" in record:
+        return
+    elif record.get("skipped"):
+        reason = record["skipped"]
+        hint = " (use --force to redo it)" if reason == batch.OUTPUT_EXISTS else ""
+        say(f"{job.input}: skipped, {reason}{hint}")
+    else:
+        say(describe(record))
 
 
 def progress_bar(quiet: bool) -> Progress:
@@ -115,6 +147,52 @@ def check_face_box(text: str | None) -> str | None:
     return text
 
 
+CHECKPOINT_SUFFIXES = frozenset({".pth", ".pt", ".tar", ".ckpt", ".model"})
+"""Names with these suffixes are files, never registry names."""
+
+
+def load_named_model(checkpoint: str, device: str | torch.device = "cpu",
+                     family: str | None = None, quiet: bool = False) -> nn.Module:
+    """The model a command's ``-c`` names, loaded before any input is read.
+
+    What the command line got wrong is a usage error (exit 2, nothing ran): a name that is
+    neither a file nor a registry entry, a file that is no usable checkpoint, a model of
+    another ``family`` than the command needs. A registry file that cannot be downloaded
+    or fails its checksum is not (exit 1: the same command may work later)."""
+    path = Path(checkpoint)
+    is_file = path.is_file()
+    registry = load_registry()
+    if not is_file and checkpoint not in registry:
+        if path.is_dir():
+            raise BadCheckpointError(f"{checkpoint} is a folder, not a checkpoint file")
+        if path.suffix in CHECKPOINT_SUFFIXES or "/" in checkpoint:
+            raise BadCheckpointError(f"checkpoint file {checkpoint} does not exist")
+        try:
+            get_entry(checkpoint, registry)
+        except CheckpointError as exc:
+            raise BadCheckpointError(str(exc)) from None
+    try:
+        model = load_model(checkpoint, device, quiet=quiet)
+    except CheckpointError as exc:
+        if is_file:
+            raise BadCheckpointError(str(exc)) from None
+        raise
+    actual = getattr(model, "family", None)
+    if family is not None and actual != family:
+        raise BadCheckpointError(f"checkpoint {checkpoint} holds a {actual or 'unknown'} model, "
+                                 f"not the {family} this command needs")
+    return model
+
+
+def model_identity(model: nn.Module) -> dict:
+    """What identifies the model a result came from, for the journal: its name and the
+    SHA-256 of its checkpoint file (a retrained file under the same name differs)."""
+    origin = getattr(model, "origin", None) or {}
+    path = origin.get("path")
+    digest = file_sha256(Path(path)) if path and Path(path).is_file() else origin.get("sha256")
+    return {"name": origin.get("name"), "sha256": digest}
+
+
 Checkpoint = Annotated[
     str, typer.Option("--checkpoint", "-c", help="Checkpoint path or registry name.")
 ]
@@ -125,7 +203,8 @@ Precision = Annotated[str, typer.Option(
 Exhaustive = Annotated[bool, typer.Option(
     help="Score every window instead of sampling segments until the offset is settled.")]
 MaxSegments = Annotated[int, typer.Option(
-    help="Most 1-s segments a sampled estimate decodes and scores (a budget for huge files).")]
+    min=1, help="Most 1-s segments a sampled estimate decodes and scores (a budget for huge "
+                "files).")]
 OffsetModelName = Annotated[str, typer.Option(
     "--offset-model", "--model",
     help="How the offset may change over time: auto (chosen by the evidence), constant, "

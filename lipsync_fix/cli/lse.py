@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
@@ -18,16 +19,23 @@ from lipsync_fix.cli.app import (
     Json,
     Quiet,
     Report,
+    Session,
     Shard,
     app,
     bench_app,
-    print_error,
+    check_face_box,
+    count,
+    echo_record,
+    load_named_model,
+    model_identity,
+    note,
     print_json,
     progress_bar,
     say,
 )
 from lipsync_fix.compute import resolve_device
 from lipsync_fix.evaluation.lse import (
+    LSE_RECORD,
     MIN_TRACK,
     VSHIFT,
     LseOptions,
@@ -35,7 +43,7 @@ from lipsync_fix.evaluation.lse import (
     run_lse_benchmark,
     summarize,
 )
-from lipsync_fix.models import SYNCNET_V2_FAMILY, load_model
+from lipsync_fix.models import SYNCNET_V2_FAMILY
 
 
 def _describe(record: dict) -> str:
@@ -74,14 +82,20 @@ def lse_command(
     detector and tracker unless --detector s3fd, and there is no JPEG or XVID round trip,
     so numbers can differ slightly from the reference pipeline's on the same video.
     """
+    dev = resolve_device(device)
+    options = LseOptions(vshift=vshift, detector=str(getattr(detector, "value", detector)),
+                         face_box=check_face_box(face_box), min_track=min_track,
+                         device=str(dev))
     jobs = batch.select_shard(batch.plan_jobs(inputs), shard)
     if report is not None:
-        batch.check_report_path(report, [j.input for j in jobs], force)
-    options = LseOptions(vshift=vshift, detector=detector, face_box=face_box,
-                         min_track=min_track, device=str(resolve_device(device)))
-    model = load_model(checkpoint, resolve_device(device), family=SYNCNET_V2_FAMILY)
+        batch.check_report_path(report, [j.input for j in jobs], force, LSE_RECORD)
+    model = load_named_model(checkpoint, dev, family=SYNCNET_V2_FAMILY, quiet=quiet or json_lines)
     origin = {k: v for k, v in getattr(model, "origin", {"name": checkpoint}).items()
               if k in ("name", "family", "sha256")}  # which model produced the numbers
+    # the options that change the numbers (not where or in what batches they are computed)
+    depends = {k: v for k, v in dataclasses.asdict(options).items()
+               if k not in ("device", "batch_size", "frame_memory_bytes")}
+    provenance = batch.Provenance(LSE_RECORD, model_identity(model), depends)
 
     with progress_bar(quiet or json_lines or len(jobs) > 1) as bar:
         task = bar.add_task("", total=None)
@@ -92,15 +106,12 @@ def lse_command(
         def work(job: batch.Job) -> dict:
             return lse_video(job.input, model, options, progress).to_json() | {"model": origin}
 
-        def echo(job: batch.Job, record: dict) -> None:
-            if json_lines:
-                print_json(record)
-            elif "error" in record:
-                print_error(record["error"])
-            else:
-                say(_describe(record))
-
-        result = batch.run_batch(jobs, work, report=report, force=force, on_record=echo)
+        result = batch.run_batch(jobs, work, report=report, provenance=provenance,
+                                 force=force,
+                                 on_record=lambda job, record: echo_record(
+                                     job, record, json_lines, _describe),
+                                 on_note=lambda job, message: note(message),
+                                 reraise=Session.debug)
     summary = summarize(result.records)
     if json_lines:
         print_json({"summary": summary})
@@ -108,7 +119,7 @@ def lse_command(
         failed = f", {summary['failed']} failed" if summary["failed"] else ""
         say(f"LSE-D {summary['lse_d_mean']:.3f} ± {summary['lse_d_std']:.3f}, "
                   f"LSE-C {summary['lse_c_mean']:.3f} ± {summary['lse_c_std']:.3f} "
-                  f"(mean ± std over {summary['videos']} videos{failed})")
+                  f"(mean ± std over {count(summary['videos'], 'video')}{failed})")
     if result.failed:
         raise typer.Exit(1)
 
@@ -128,7 +139,7 @@ def bench_lse(
     (rule weights), same clips, one process: seconds and ratio, and how far the numbers
     differ."""
     result = run_lse_benchmark(clips, seconds, size, detector, str(resolve_device(device)))
-    say(f"{result.clips} clips of {result.seconds_per_clip:g} s ({result.frames} frames), "
+    say(f"{count(result.clips, 'clip')} of {result.seconds_per_clip:g} s ({result.frames} frames), "
               f"device {result.device}")
     say(f"ours:           {result.ours_s:.2f} s")
     say(f"frame by frame: {result.frame_by_frame_s:.2f} s")

@@ -6,6 +6,7 @@ Each parses its options, calls the library (:mod:`lipsync_fix.sync`,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Annotated
@@ -34,20 +35,23 @@ from lipsync_fix.cli.app import (
     Shard,
     app,
     check_face_box,
+    echo_record,
+    load_named_model,
+    model_identity,
     note,
-    print_error,
     print_json,
     progress_bar,
     say,
 )
-from lipsync_fix.compute import resolve_device
+from lipsync_fix.compute import autocast_dtype, resolve_device
 from lipsync_fix.demo import TimelineDemoResult, check_demo, run_demo
 from lipsync_fix.errors import UsageError
 from lipsync_fix.features.constants import FRAME_MS
-from lipsync_fix.models import load_model
+from lipsync_fix.files import unchanged_while
 from lipsync_fix.models.registry import default_model_name, default_model_notice
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
 from lipsync_fix.sync.plot import plot_scores
+from lipsync_fix.sync.records import FIX_RECORD, SCORE_RECORD
 from lipsync_fix.sync.timeline import TimelineOptions, delay_words
 
 DefaultCheckpoint = Annotated[str | None, typer.Option(
@@ -68,27 +72,8 @@ def _checkpoint_or_default(checkpoint: str | None, quiet: bool) -> str:
 MAX_SHIFT_MS = 24 * 3600 * 1000.0  # a day: anything longer is a typo, not a delay
 
 
-def _echo(job: batch.Job, record: dict, json_lines: bool, describe) -> None:
-    """One line per input: the JSON record (stdout), or a sentence. An error is also one
-    line on stderr in both modes, so a log of stderr lists every failure."""
-    if "error" in record:
-        message = record["error"]
-        if str(job.input) not in message:
-            message = f"{job.input}: {message}"
-        print_error(message)
-    if json_lines:
-        print_json(record)
-    elif "error" in record:
-        return
-    elif record.get("skipped"):
-        reason = record["skipped"]
-        hint = " (use --force to redo it)" if reason == batch.OUTPUT_EXISTS else ""
-        say(f"{job.input}: skipped, {reason}{hint}")
-    else:
-        say(describe(record))
-
-
-def _run(jobs, work, report, force, json_lines, quiet, describe) -> None:
+def _run(jobs, work, report, force, json_lines, quiet, describe,
+         provenance: batch.Provenance) -> None:
     if not jobs and not quiet:
         note("this shard has no inputs (there are more shards than inputs)")
     with progress_bar(quiet or json_lines or len(jobs) > 1) as bar:
@@ -98,12 +83,24 @@ def _run(jobs, work, report, force, json_lines, quiet, describe) -> None:
             bar.update(task, description=stage, completed=done, total=total)
 
         result = batch.run_batch(
-            jobs, lambda job: work(job, progress), report=report, force=force,
-            on_record=lambda job, record: _echo(job, record, json_lines, describe),
-            reraise=Session.debug,
+            jobs, lambda job: work(job, progress), report=report, provenance=provenance,
+            force=force,
+            on_record=lambda job, record: echo_record(job, record, json_lines, describe),
+            on_note=lambda job, message: note(message), reraise=Session.debug,
         )
     if result.failed:
         raise typer.Exit(1)
+
+
+def result_options(options: SyncOptions, **more: object) -> dict:
+    """The options a journal row records: every option of the estimate except the device
+    (which changes the speed, not the result), the precision as it resolves on this
+    device (``auto`` is bf16 on one machine and fp32 on another), and ``more``."""
+    values = dataclasses.asdict(options)
+    del values["device"]
+    dtype = autocast_dtype(resolve_device(options.device), options.precision)
+    values["precision"] = "fp32" if dtype is None else "bf16"
+    return values | more
 
 
 def _sync_options(context: int, max_delay_ms: float, detector: str, face_box: str | None,
@@ -135,6 +132,9 @@ def fix_command(
     exhaustive: Exhaustive = False,
     max_segments: MaxSegments = 32,
     offset_model: OffsetModelName = "auto",
+    container: Annotated[str | None, typer.Option(
+        help="Container of a folder run's outputs (mkv, mp4, mov, ...) [default: each "
+             "input's own where lipsync-fix writes it, else mkv].")] = None,
     json_lines: Json = False,
     report: Report = None,
     shard: Shard = None,
@@ -144,20 +144,34 @@ def fix_command(
 
     The video stream is copied bit for bit; the audio is shifted sample-exactly (trimmed
     or padded with silence, duration kept). Existing outputs are kept unless --force.
+    Whether each output can hold its input's streams is checked before that input is
+    measured.
     """
     options = _sync_options(context, max_delay_ms, detector, face_box, device, precision,
                             exhaustive, max_segments, offset_model)
     if output is None:
         raise UsageError("give an output with -o OUT (a file, or a folder for several inputs)")
-    jobs = batch.select_shard(batch.plan_jobs(inputs, output, force=force), shard)
+    if container is not None:
+        media.output_suffix_for("", container)  # a container lipsync-fix writes
+        if not batch.output_is_folder(inputs, output):
+            raise UsageError(f"--container is for a folder of outputs; -o {output} names the "
+                             "file, and its suffix says the container")
+    jobs = batch.select_shard(batch.plan_jobs(
+        inputs, output, force=force, check_file=media.output_container,
+        suffix_of=lambda label: media.output_suffix_for(label.suffix, container)), shard)
     if report is not None:
-        batch.check_report_path(report, [j.input for j in jobs], force)
-    model = load_model(_checkpoint_or_default(checkpoint, quiet), resolve_device(device),
-                       quiet=quiet or json_lines)
+        batch.check_report_path(report, [j.input for j in jobs], force, FIX_RECORD)
+    model = load_named_model(_checkpoint_or_default(checkpoint, quiet), resolve_device(device),
+                             quiet=quiet or json_lines)
+    provenance = batch.Provenance(FIX_RECORD, model_identity(model),
+                                  result_options(options, apply_uncertain=apply_uncertain))
 
     def work(job: batch.Job, progress) -> dict:
         assert job.output is not None
+        # the container's own check, before minutes of measuring
+        media.check_rewrite(job.input, job.output, force, folder_made_later=True)
         estimate = estimate_sync(job.input, model, options, progress)
+        job.check_unchanged()  # the fix must be made of the file that was measured
         fix_video(job.input, batch.make_output_folder(job.output), estimate, force=force,
                   apply_uncertain=apply_uncertain)
         return estimate.to_json() | {"output": str(job.output)}
@@ -165,7 +179,7 @@ def fix_command(
     def describe(record: dict) -> str:
         return f"{SyncEstimate.from_json(record).describe()} -> wrote {record['output']}"
 
-    _run(jobs, work, report, force, json_lines, quiet, describe)
+    _run(jobs, work, report, force, json_lines, quiet, describe, provenance)
 
 
 @app.command("score")
@@ -197,14 +211,16 @@ def score_command(
         batch.plan_jobs(inputs, plot, tag="", suffix=".png", force=force, option="--plot"),
         shard)
     if report is not None:
-        batch.check_report_path(report, [j.input for j in jobs], force)
-    model = load_model(_checkpoint_or_default(checkpoint, quiet), resolve_device(device),
-                       quiet=quiet or json_lines)
+        batch.check_report_path(report, [j.input for j in jobs], force, SCORE_RECORD)
+    model = load_named_model(_checkpoint_or_default(checkpoint, quiet), resolve_device(device),
+                             quiet=quiet or json_lines)
+    provenance = batch.Provenance(SCORE_RECORD, model_identity(model), result_options(options))
 
     def work(job: batch.Job, progress) -> dict:
         estimate = estimate_sync(job.input, model, options, progress)
         if job.output is None:
             return estimate.to_json()
+        job.check_unchanged()
         plot_scores(estimate, batch.make_output_folder(job.output))
         return estimate.to_json() | {"plot": str(job.output)}
 
@@ -212,7 +228,7 @@ def score_command(
         line = SyncEstimate.from_json(record).describe()
         return f"{line} -> plot {record['plot']}" if record.get("plot") else line
 
-    _run(jobs, work, report, force, json_lines, quiet, describe)
+    _run(jobs, work, report, force, json_lines, quiet, describe, provenance)
 
 
 @app.command("shift")
@@ -232,8 +248,10 @@ def shift_command(
         raise UsageError(f"shift takes one video file, not the folder {video}")
     if output.is_dir():
         raise UsageError(f"-o {output} is a folder; shift writes one video file")
-    batch.check_output(output, force=force)  # the same rules and words as fix's
-    done = media.shift_audio(video, output, audio_delay_ms / 1000.0, force=force)
+    # the same rules and words as fix's, and the container check remuxing makes
+    batch.check_output(output, force=force, check_file=media.output_container)
+    with unchanged_while(video, output):
+        done = media.shift_audio(video, output, audio_delay_ms / 1000.0, force=force)
     if json_line:
         print_json({"input": str(video), "output": str(output),
                     "applied_delay_ms": 1000 * done.applied_delay_s,
@@ -260,14 +278,17 @@ def demo_command(
              "delay; the offset per scene is then fitted and fixed.")] = 1,
     checkpoint: Checkpoint = "demo-small",
     device: Device = "auto",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace the files of an earlier demo in --out-dir.")] = False,
     json_line: Json = False,
     quiet: Quiet = False,
 ) -> None:
     """Make a talking-head clip with a known audio delay, fix it, and compare (offline)."""
     options = SyncOptions(device=device)
+    resolve_device(device)
     # refused before the model loads
-    check_demo(out_dir, audio_delay_ms, seconds, options, drift_ms_per_min, scenes)
-    model = load_model(checkpoint, resolve_device(device), quiet=quiet or json_line)
+    check_demo(out_dir, audio_delay_ms, seconds, options, drift_ms_per_min, scenes, force)
+    model = load_named_model(checkpoint, resolve_device(device), quiet=quiet or json_line)
     with progress_bar(quiet or json_line) as bar:
         task = bar.add_task("demo", total=None)
 
@@ -275,7 +296,7 @@ def demo_command(
             bar.update(task, description=stage, completed=done, total=total)
 
         result = run_demo(model, out_dir, audio_delay_ms, seconds, seed, options, progress,
-                          drift_ms_per_min=drift_ms_per_min, scenes=scenes)
+                          drift_ms_per_min=drift_ms_per_min, scenes=scenes, force=force)
     if json_line:
         print_json(result.to_json())
         return

@@ -20,6 +20,8 @@ from lipsync_fix.cli.app import (
     Shard,
     app,
     bench_app,
+    count,
+    load_named_model,
     note,
     out,
     print_error,
@@ -31,15 +33,19 @@ from lipsync_fix.cli.app import (
 from lipsync_fix.compute import resolve_device
 from lipsync_fix.data.preprocess import preprocess_folder
 from lipsync_fix.data.synth import write_synthetic_dataset
-from lipsync_fix.errors import OutputExistsError, UsageError
+from lipsync_fix.errors import OutputError, OutputExistsError, UsageError
 from lipsync_fix.evaluation.bench_main_job import run_main_job_benchmark
 from lipsync_fix.evaluation.bench_scorer import run_scorer_benchmark
 from lipsync_fix.evaluation.golden import check_against_reference
+from lipsync_fix.evaluation.lse import LSE_RECORD
 from lipsync_fix.evaluation.protocols import EvalResult, evaluate_folder, get_protocol, write_result
-from lipsync_fix.models import export_for_inference, load_model, sha256_of
+from lipsync_fix.models import export_for_inference, sha256_of
+from lipsync_fix.sync.records import FIX_RECORD, SCORE_RECORD
 from lipsync_fix.sync.scoring import ScoreOptions
 from lipsync_fix.training import TrainConfig, train
 from lipsync_fix.training.distributed import process_group
+
+SCORE_MODES = ("cached", "reference")
 
 
 @app.command("check")
@@ -85,7 +91,7 @@ def synth_command(
     if json_line:
         print_json({"output": str(out_dir), "clips": clips, "seed": seed, "seconds": seconds})
     elif not quiet:
-        say(f"wrote {clips} clips to {out_dir}")
+        say(f"wrote {count(clips, 'clip')} to {out_dir}")
 
 
 @app.command("preprocess")
@@ -95,13 +101,17 @@ def preprocess_command(
     workers: Annotated[int, typer.Option(min=1, help="Videos processed in parallel.")] = 1,
     detector: Detector = DetectorName.auto,
     shard: Shard = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Make again the clips of videos that changed since (or that were "
+                        "made with other options).")] = False,
     json_lines: Json = False,
     quiet: Quiet = False,
 ) -> None:
     """Videos -> the authors' layout (25 fps face crops + 16 kHz audio); resumable.
 
     Exits 1 when a video could not be used (each one is an error line); clips finished by
-    an earlier run are skipped."""
+    an earlier run from the same video with the same options are skipped, and clips that
+    are out of date are named (remade with --force)."""
     if not raw_dir.is_dir():
         raise UsageError(f"{raw_dir} is not a folder")
     if out_dir.exists() and not out_dir.is_dir():
@@ -113,6 +123,7 @@ def preprocess_command(
         summary = preprocess_folder(
             raw_dir, out_dir, detector.value, workers, shard=shard,
             on_done=lambda done, total, _: bar.update(task, completed=done, total=total),
+            force=force,
         )
     for item in summary.done:
         if json_lines:
@@ -127,7 +138,7 @@ def preprocess_command(
         if json_lines:
             print_json(item)
     if not json_lines:
-        say(f"{len(summary.done)} clips written to {out_dir}, {len(summary.skipped)} done "
+        say(f"{count(len(summary.done), 'clip')} written to {out_dir}, {len(summary.skipped)} done "
             f"earlier, {len(summary.failed)} failed")
     if summary.failed:
         raise typer.Exit(1)
@@ -152,15 +163,20 @@ def train_command(
         min=1, help="Frames per input window T (5; 10 or 25 for 'Var' models).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, ...")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pth.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Start afresh in an OUT that holds a run (its files are replaced).")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Train VocaLiST or SyncNet* (BCE, Adam); under torchrun, DDP on every rank."""
+    """Train VocaLiST or SyncNet* (BCE, Adam); under torchrun, DDP on every rank.
+
+    An OUT that holds a run already is refused unless --resume (continue it) or --force."""
     if preset is None and config is None:
         preset = "paper"
     given = {"data_root": str(data_root), "out_dir": str(run_dir), "preset": preset,
              "model": model, "steps": steps, "batch_size": batch_size, "lr": lr,
              "window_frames": window_frames, "device": device, "resume": resume or None,
-             "quiet": quiet or None}
+             "force": force or None, "quiet": quiet or None}
     overrides = {k: v for k, v in given.items() if v is not None}
     try:
         cfg = TrainConfig.from_file(config, **overrides) if config else \
@@ -180,8 +196,17 @@ def export_command(
     """Write an inference-only copy of a checkpoint (for sharing or bundling).
 
     Optimizer and RNG state are dropped; the sha256 is printed for a registry entry."""
+    if not checkpoint.is_file():
+        raise UsageError(f"checkpoint file {checkpoint} does not exist")
+    if output.is_dir():
+        raise UsageError(f"{output} is a folder; give the file to write")
     if output.exists() and not force:
         raise OutputExistsError(f"{output} exists; use --force to overwrite it")
+    if output.resolve() == checkpoint.resolve():
+        raise UsageError(f"{output} is the checkpoint being exported; write another file")
+    if not output.parent.is_dir():
+        raise OutputError(f"the folder {output.parent} of {output} does not exist; create it "
+                          "first")
     export_for_inference(checkpoint, output)
     say(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, sha256 {sha256_of(output)})")
 
@@ -208,6 +233,10 @@ def eval_command(
 ) -> None:
     """Reproduce the paper's sync accuracy tables on preprocessed clips."""
     proto = get_protocol(protocol)
+    if mode not in SCORE_MODES:
+        raise UsageError(f"--mode is {' or '.join(SCORE_MODES)}, not {mode!r}")
+    if not data_root.is_dir():
+        raise UsageError(f"data root {data_root} is not a folder")
     for target, suffix, option in ((json_out, ".json", "--json-out"), (csv_out, ".csv", "--csv")):
         if target is not None:
             batch.check_output(target, suffix=suffix, force=force, option=option)
@@ -216,7 +245,7 @@ def eval_command(
     # Under torchrun every rank scores its share of the clips; rank 0 reports the table.
     with process_group(dev.type == "cuda") as ranks, \
             progress_bar(quiet or json_line or not ranks.main) as bar:
-        model = load_model(checkpoint, dev)
+        model = load_named_model(checkpoint, dev)
         task = bar.add_task("clips", total=None)
 
         def on_clip(done: int, total: int, record: dict) -> None:
@@ -237,8 +266,8 @@ def eval_command(
         print_json(result.to_json())
         return
     name = "SyncNet*" if model.family == "syncnet" else f"VocaLiST (T={result.window_frames})"
-    table = Table(title=f"{proto.name} sync accuracy, {name} ({result.clips} clips, "
-                        f"{result.windows} windows, {result.seconds:.1f} s)")
+    table = Table(title=f"{proto.name} sync accuracy, {name} ({count(result.clips, 'clip')}, "
+                        f"{count(result.windows, 'window')}, {result.seconds:.1f} s)")
     table.add_column("tolerance")
     for k in result.contexts:
         table.add_column(f"K={k}", justify="right")
@@ -282,6 +311,10 @@ def bench_scorer(
              f"({result.speedup:.2f}x); timings on a busy machine are unreliable")
 
 
+RECORD_SCHEMAS = {schema.kind: schema for schema in (SCORE_RECORD, FIX_RECORD, LSE_RECORD)}
+"""Every command's report rows, for reading reports of any of them."""
+
+
 @report_app.command("merge")
 def report_merge_command(
     reports: Annotated[list[Path], typer.Argument(help="Per-shard reports (.csv or .jsonl).")],
@@ -289,14 +322,18 @@ def report_merge_command(
     force: Force = False,
     json_line: Json = False,
 ) -> None:
-    """Merge the reports of a run fanned out with --shard into one (one record per input)."""
-    records = batch.merge_reports(reports, output, force)
-    failed = sum("error" in r and bool(r["error"]) for r in records)
+    """Merge the reports of a run fanned out with --shard into one (one record per input).
+
+    The reports must come from one command; an input with two different measurements is
+    refused (named), numbers stay numbers from CSV to JSON lines and back."""
+    merged = batch.merge_reports(reports, output, RECORD_SCHEMAS, force)
+    failed = sum("error" in r for r in merged.records)
     if json_line:
-        print_json({"output": str(output), "inputs": len(records), "reports": len(reports),
-                    "failed": failed})
+        print_json({"output": str(output), "kind": merged.kind, "inputs": len(merged.records),
+                    "reports": len(reports), "failed": failed})
         return
-    say(f"wrote {output}: {len(records)} inputs from {len(reports)} reports, {failed} failed")
+    say(f"wrote {output}: {count(len(merged.records), 'input')} from "
+        f"{count(len(reports), 'report')}, {failed} failed")
 
 
 @bench_app.command("main-job")

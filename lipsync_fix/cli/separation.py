@@ -19,19 +19,21 @@ from lipsync_fix.cli.app import (
     app,
     check_face_box,
     err,
+    load_named_model,
     out,
     print_json,
 )
 from lipsync_fix.compute import resolve_device
-from lipsync_fix.errors import OutputError, OutputExistsError
+from lipsync_fix.files import unchanged_while
 from lipsync_fix.separation import (
     SeparationConfig,
     compare_separators,
-    load_separator,
     separate_video,
     train_separator,
 )
+from lipsync_fix.separation.apply import check_audio_output
 from lipsync_fix.separation.metrics import format_table
+from lipsync_fix.separation.model import YNet
 
 
 @app.command("separate")
@@ -50,15 +52,12 @@ def separate_command(
 
     Uses a Y-Net separator (paper Table 3) conditioned on the singer's mouth frames."""
     check_face_box(face_box)
-    if output.exists() and not force:
-        raise OutputExistsError(f"{output} exists; use --force to overwrite it")
-    if not output.parent.is_dir():
-        raise OutputError(f"the folder {output.parent} of -o {output} does not exist; "
-                          "create it first")
+    check_audio_output(output, force)  # the same check separate_video makes, before the model
     dev = resolve_device(device)
-    model = load_separator(checkpoint, dev)
-    record = separate_video(video, output, model, detector=detector.value,
-                            face_box=face_box, device=dev, force=force)
+    model = load_named_model(checkpoint, dev, family=YNet.family)
+    with unchanged_while(video, output):
+        record = separate_video(video, output, model, detector=detector.value,
+                                face_box=face_box, device=dev, force=force)
     if json_line:
         print_json(record)
     else:
@@ -88,15 +87,20 @@ def train_separation_command(
     seed: Annotated[int, typer.Option(help="Seed of the mixtures and the weights.")] = 0,
     device: Device = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pth.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Start afresh in an OUT that holds a run (its files are replaced).")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Train a Y-Net separator on mixtures made on the fly (half with a second voice)."""
+    """Train a Y-Net separator on mixtures made on the fly (half with a second voice).
+
+    An OUT that holds a run already is refused unless --resume (continue it) or --force."""
     cfg = SeparationConfig(
         data_root=str(data_root), out_dir=str(run_dir), visual=visual,
         sync_checkpoint=sync_checkpoint, freeze=freeze, preset=preset, steps=steps,
         batch_size=batch_size, lr=lr, seconds=seconds,
         accompaniment_dir=str(accompaniment_dir) if accompaniment_dir else None, seed=seed,
-        device=str(resolve_device(device)), resume=resume, quiet=quiet,
+        device=str(resolve_device(device)), resume=resume, force=force, quiet=quiet,
     )
     last = train_separator(cfg, log=err.print)
     out.print(f"wrote {last}")

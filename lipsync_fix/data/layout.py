@@ -10,6 +10,7 @@ own data).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -19,19 +20,22 @@ import cv2
 import numpy as np
 import soundfile as sf
 
-from lipsync_fix.errors import LipsyncError, MediaError
+from lipsync_fix.errors import LipsyncError, MediaError, UsageError
 from lipsync_fix.features.constants import CROP_SIZE, SAMPLE_RATE
 from lipsync_fix.files import partial_name
 
 AUDIO_NAME = "audio.wav"
 
 DONE_MARK = ".complete"
-"""Written last into a clip folder: a folder without it is unfinished (resumable runs skip
-folders that have it)."""
+"""Written last into a clip folder: a folder without it is unfinished. It holds what the
+clip was made from (``source``: the video's path, fingerprint and the options), so a
+resumed run skips only clips of the same video made the same way."""
 
 
-def write_clip(out_dir: Path, crops: np.ndarray, wav: np.ndarray) -> Path:
-    """Write one clip folder: ``crops`` (N, 96, 96, 3) uint8 BGR and ``wav`` 16 kHz mono.
+def write_clip(out_dir: Path, crops: np.ndarray, wav: np.ndarray,
+               source: dict | None = None) -> Path:
+    """Write one clip folder: ``crops`` (N, 96, 96, 3) uint8 BGR and ``wav`` 16 kHz mono,
+    and :data:`DONE_MARK` holding ``source`` as JSON (empty without one).
 
     The folder is filled under a temporary name and renamed when complete, so a reader (or
     a resumed run) never sees half a clip; an existing folder of that name is replaced.
@@ -43,7 +47,7 @@ def write_clip(out_dir: Path, crops: np.ndarray, wav: np.ndarray) -> Path:
         if not cv2.imwrite(str(tmp / f"{i}.jpg"), crop):
             raise LipsyncError(f"cannot write {tmp / f'{i}.jpg'}")
     sf.write(tmp / AUDIO_NAME, np.asarray(wav, dtype=np.float32), SAMPLE_RATE, subtype="PCM_16")
-    (tmp / DONE_MARK).touch()
+    (tmp / DONE_MARK).write_text(json.dumps(source) if source is not None else "")
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
     return out_dir
@@ -56,6 +60,20 @@ class Clip:
     path: Path
     crops: np.ndarray
     wav: np.ndarray
+
+
+def clip_source(folder: Path) -> dict | None:
+    """What a finished clip folder was made from (see :data:`DONE_MARK`); None when it is
+    unfinished, or was made by an older lipsync-fix that did not record it."""
+    try:
+        text = (folder / DONE_MARK).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        source = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return source if isinstance(source, dict) else None
 
 
 def frame_count(folder: Path) -> int:
@@ -115,7 +133,7 @@ def list_clips(data_root: str | Path, split: str | None = "test") -> list[Path]:
     """
     root = Path(data_root)
     if not root.is_dir():
-        raise LipsyncError(f"data root {root} is not a folder")
+        raise UsageError(f"data root {root} is not a folder")
     filelist = root / "filelists" / f"{split}.txt"
     if split and filelist.is_file():
         clips = []

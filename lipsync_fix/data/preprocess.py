@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from lipsync_fix import batch, faces, media
-from lipsync_fix.data.layout import DONE_MARK, write_clip
-from lipsync_fix.errors import LipsyncError
+from lipsync_fix.data.layout import DONE_MARK, clip_source, write_clip
+from lipsync_fix.errors import InputChangedError, LipsyncError
 from lipsync_fix.features.constants import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 from lipsync_fix.features.inputs import RECIPES, WAV2LIP, InputRecipe
+from lipsync_fix.files import Fingerprint, describe_change, fingerprint, os_failure, stops_the_run
 from lipsync_fix.sync.frontend import DECODE_CHUNK_FRAMES, DECODE_MAX_SIDE
 
 
@@ -47,11 +48,19 @@ def main_face_run(
     return found.crops[best_start : best_start + best_len], best_start
 
 
+def clip_options(detector: str, inputs: str) -> dict:
+    """The options a clip depends on (recorded in its folder, compared on a rerun)."""
+    return {"detector": detector, "inputs": inputs}
+
+
 def preprocess_video(
     src: Path, out_dir: Path, detector: str = "auto", inputs: str = "wav2lip"
 ) -> dict:
     """One video -> one clip folder; returns a summary line for the report. ``inputs``
-    names the model family's crops (:data:`lipsync_fix.features.inputs.RECIPES`)."""
+    names the model family's crops (:data:`lipsync_fix.features.inputs.RECIPES`). The
+    folder records the video's fingerprint and the options; a video that changes while
+    it is read fails (:class:`InputChangedError`) and writes nothing."""
+    before = fingerprint(src)
     info = media.probe(src)
     media.require_video_and_audio(info)
     frames = media.iter_video_frames(src, VIDEO_FPS, DECODE_CHUNK_FRAMES,
@@ -60,8 +69,28 @@ def preprocess_video(
     wav = media.decode_audio(src, SAMPLE_RATE, info=info)
     start = first * SAMPLES_PER_FRAME
     wav = wav[start : start + len(crops) * SAMPLES_PER_FRAME]
-    write_clip(out_dir, crops, wav)
+    after = fingerprint(src)
+    if not before.same_content(after):
+        raise InputChangedError(f"{src} changed while it was read "
+                                f"({describe_change(before, after)}); no clip was written")
+    write_clip(out_dir, crops, wav, {"input": str(src), "fingerprint": before.to_json(),
+                                     "options": clip_options(detector, inputs)})
     return {"input": str(src), "clip": str(out_dir), "frames": len(crops)}
+
+
+def stale_clip(folder: Path, src: Path, detector: str, inputs: str) -> str | None:
+    """None when the finished clip ``folder`` was made from ``src`` as it is now, with
+    these options; otherwise why it may not be reused."""
+    source = clip_source(folder)
+    if source is None:
+        return "an older lipsync-fix made it without recording its video"
+    if source.get("options") != clip_options(detector, inputs):
+        return "it was made with other options"
+    made_from = Fingerprint.from_json(source.get("fingerprint"))
+    now = fingerprint(src)
+    if made_from is None or not made_from.same_content(now):
+        return "the video changed since it was made"
+    return None
 
 
 @dataclass
@@ -76,7 +105,14 @@ def _one(job: tuple[Path, Path, str, str]) -> dict:
     try:
         return preprocess_video(src, dst, detector, inputs)
     except LipsyncError as exc:
+        if stops_the_run(exc):
+            raise  # a full disk: every later clip would fail too
         return {"input": str(src), "error": str(exc)}
+    except OSError as exc:
+        failure = os_failure(exc, src)
+        if stops_the_run(failure):
+            raise failure from exc
+        return {"input": str(src), "error": str(failure)}
 
 
 def preprocess_folder(
@@ -87,22 +123,35 @@ def preprocess_folder(
     on_done: Callable[[int, int, dict], None] | None = None,
     shard: str | None = None,
     inputs: str = "wav2lip",
+    force: bool = False,
 ) -> PreprocessSummary:
     """Every video under ``raw_dir`` -> a clip folder under ``out_dir`` (same relative
-    path, without suffix). Resumable: finished clips are skipped; parallel over files;
-    ``shard`` ``K/N`` takes the K-th of N interleaved parts of the sorted list (see
-    :func:`lipsync_fix.batch.select_shard`)."""
+    path, without suffix). Resumable: a finished clip of the same video (same
+    fingerprint) made with the same options is skipped; one that is not is remade only
+    with ``force`` (skipped with the reason otherwise: it is not ours to replace
+    unasked); parallel over files; ``shard`` ``K/N`` takes the K-th of N interleaved
+    parts of the sorted list (see :func:`lipsync_fix.batch.select_shard`)."""
     planned = batch.plan_jobs([raw_dir])
     jobs, skipped = [], []
+    failed: list[dict] = []
     for job in batch.select_shard(planned, shard):
         src = job.input
         dst = out_dir / job.label.with_suffix("")
         if (dst / DONE_MARK).is_file():
-            skipped.append({"input": str(src), "reason": "already done"})
-        else:
-            jobs.append((src, dst, detector, inputs))
+            try:
+                why = stale_clip(dst, src, detector, inputs)
+            except LipsyncError as exc:
+                failed.append({"input": str(src), "error": str(exc)})
+                continue
+            if why is None:
+                skipped.append({"input": str(src), "reason": "already done"})
+                continue
+            if not force:
+                skipped.append({"input": str(src), "reason": f"its clip {dst} is out of date "
+                                f"({why}); use --force to make it again"})
+                continue
+        jobs.append((src, dst, detector, inputs))
     done: list[dict] = []
-    failed: list[dict] = []
     with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Serial() as pool:
         for i, result in enumerate(pool.map(_one, jobs)):
             if "error" in result:

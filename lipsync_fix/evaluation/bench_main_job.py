@@ -39,6 +39,7 @@ import numpy as np
 from lipsync_fix import media
 from lipsync_fix.compute import autocast_dtype, resolve_device
 from lipsync_fix.data.synth import make_talking_head
+from lipsync_fix.errors import UsageError
 from lipsync_fix.evaluation.golden import golden_model
 from lipsync_fix.features.constants import FRAME_MS
 from lipsync_fix.models import load_model, save_checkpoint
@@ -192,8 +193,10 @@ def run_main_job_benchmark(
     """Everything in the module docstring; ``work`` holds the generated clips.
     ``fixed_face`` gives the long runs the clip's known face box instead of detecting it
     (for a machine whose OpenCV has no Haar detector; face detection is then not timed)."""
-    work.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
+    if work.exists() and not work.is_dir():
+        raise UsageError(f"the work folder {work} is a file; give a folder for the clips")
+    work.mkdir(parents=True, exist_ok=True)
     used = "bf16" if autocast_dtype(dev, precision) is not None else "fp32"
     result = MainJobBenchmark(device=str(dev), precision=used)
     settled = 10

@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lipsync_fix.compute import resolve_device
 from lipsync_fix.data.synth import clip_crops, make_talking_head
+from lipsync_fix.errors import UsageError
 from lipsync_fix.features.mel import log_mel_spectrogram
 from lipsync_fix.features.visual import lower_half
 from lipsync_fix.models.vocalist import PRESETS, VocaLiST
@@ -95,6 +96,8 @@ def run_scorer_benchmark(
     seed: int = 0,
 ) -> ScorerBenchmark:
     """Time both modes on one generated clip; ``reference_windows=None`` scores all rows."""
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; use {', '.join(sorted(PRESETS))}")
     dev = resolve_device(device)
     torch.manual_seed(seed)
     model = VocaLiST(PRESETS[preset]).to(dev).eval()

@@ -60,9 +60,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from lipsync_fix import faces, media
-from lipsync_fix.compute import full_float32, resolve_device
+from lipsync_fix.compute import check_device_name, full_float32, resolve_device
 from lipsync_fix.data.synth import make_talking_head
-from lipsync_fix.errors import ClipTooShortError, MediaError, NoFaceError, UsageError
+from lipsync_fix.errors import (
+    ClipTooShortError,
+    LipsyncError,
+    MediaError,
+    NoFaceError,
+    UsageError,
+)
 from lipsync_fix.evaluation.golden import rule_weights
 from lipsync_fix.faces.reference import (
     MIN_FACE_SIZE,
@@ -85,6 +91,7 @@ from lipsync_fix.features.constants import (
 from lipsync_fix.features.inputs import SYNCNET
 from lipsync_fix.features.mfcc import int16_scale, mfcc_matrix
 from lipsync_fix.models.syncnet import PAIRWISE_EPS, SyncNetV2
+from lipsync_fix.records import Field, record_schema
 from lipsync_fix.sync.frontend import Progress
 
 VSHIFT = 15
@@ -303,6 +310,7 @@ class LseOptions:
     frame_memory_bytes: int = FRAME_MEMORY_BYTES
 
     def __post_init__(self) -> None:
+        check_device_name(self.device)
         if not 1 <= int(self.vshift) <= 100:
             raise UsageError(f"vshift must be 1 to 100 frames, got {self.vshift}")
         if int(self.batch_size) < 1:
@@ -547,6 +555,16 @@ def lse_video(
     return LseVideo(str(path), n_frames, opts.tracker_name, scored)
 
 
+LSE_RECORD = record_schema("lse", [
+    Field("lse_d", "float"), Field("lse_c", "float"), Field("syncnet_offset", "int"),
+    Field("audio_delay_ms", "float"), Field("offset_frames", "int"), Field("windows", "int"),
+    Field("vshift", "int"), Field("first_frame", "int"), Field("last_frame", "int"),
+    Field("frames", "int"), Field("face_coverage", "float"), Field("tracker", "str"),
+    Field("model", "dict", nullable=True), Field("segments", "list", in_csv=False),
+], signature={"lse_d", "lse_c"})
+"""An ``lse`` report row: :meth:`LseVideo.to_json` and the model that produced it."""
+
+
 def summarize(records: Iterable[dict]) -> dict:
     """Mean and standard deviation (population, ``ddof=0``) of LSE-D and LSE-C over the
     videos that were scored, the figures papers report, plus how many failed."""
@@ -686,12 +704,22 @@ def run_lse_benchmark(
         evaluate_crops(model, warm, np.zeros(8 * SAMPLES_PER_FRAME), 1, device=dev)
         for index, path in enumerate(paths):
             start = time.perf_counter()
-            ours = lse_video(path, model, opts)
-            _sync(dev)
-            ours_s += time.perf_counter() - start
-            start = time.perf_counter()
-            fbf, segments = lse_video_frame_by_frame(
-                path, model, faces.make_detector(detector), root / f"work{index}", fbf_opts)
+            try:
+                ours = lse_video(path, model, opts)
+                _sync(dev)
+                ours_s += time.perf_counter() - start
+                start = time.perf_counter()
+                fbf, segments = lse_video_frame_by_frame(
+                    path, model, faces.make_detector(detector), root / f"work{index}",
+                    fbf_opts)
+            except (NoFaceError, ClipTooShortError) as exc:
+                # The clip is a temporary file, gone when this is read: say what it was.
+                raise LipsyncError(
+                    f"generated clip {index + 1} ({seconds:g} s, {size}x{size} px) cannot be "
+                    f"scored: {str(exc).split(': ', 1)[-1]} (the reference tracker keeps faces "
+                    f"of {fbf_opts.min_face_size:g} px or more, in tracks of more than "
+                    f"{fbf_opts.min_track} frames); use a larger --size or --seconds"
+                ) from None
             _sync(dev)
             fbf_s += time.perf_counter() - start
             audio = int16_scale(media.decode_audio(path, SAMPLE_RATE))

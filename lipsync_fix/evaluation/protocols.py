@@ -26,7 +26,7 @@ import numpy as np
 from torch import nn
 
 from lipsync_fix.data.layout import crop_side, list_clips, load_clip
-from lipsync_fix.errors import LipsyncError
+from lipsync_fix.errors import LipsyncError, UsageError
 from lipsync_fix.features.constants import FRAMES_PER_WINDOW
 from lipsync_fix.features.inputs import recipe_for
 from lipsync_fix.files import write_atomically
@@ -61,7 +61,7 @@ PROTOCOLS = {
 
 def get_protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
-        raise LipsyncError(f"unknown protocol {name!r}; use one of {', '.join(PROTOCOLS)}")
+        raise UsageError(f"unknown protocol {name!r}; use one of {', '.join(PROTOCOLS)}")
     return PROTOCOLS[name]
 
 
@@ -147,7 +147,7 @@ def evaluate_folder(
     recipe = recipe_for(model)
     clips = list_clips(data_root, split)[:limit]
     if not clips:
-        raise LipsyncError(f"no clips found under {data_root} (split {split!r})")
+        raise UsageError(f"no clips found under {data_root} (split {split!r})")
     side = crop_side(clips[0])
     if side != recipe.crop_size:
         raise LipsyncError(

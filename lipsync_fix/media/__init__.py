@@ -23,18 +23,22 @@ from lipsync_fix.media.probe import (
 )
 from lipsync_fix.media.remux import (
     CONTAINERS,
+    FALLBACK_SUFFIX,
     AudioStreamReport,
     AudioTransform,
     RewriteReport,
     ShiftReport,
     check_destination,
+    check_rewrite,
     output_container,
+    output_suffix_for,
     rewrite_audio,
     shift_audio,
 )
 
 __all__ = [
     "CONTAINERS",
+    "FALLBACK_SUFFIX",
     "VIDEO_SUFFIXES",
     "AudioStreamReport",
     "AudioTransform",
@@ -44,11 +48,13 @@ __all__ = [
     "ShiftReport",
     "StreamInfo",
     "check_destination",
+    "check_rewrite",
     "count_frames_at",
     "decode_audio",
     "ffmpeg_exe",
     "iter_video_frames",
     "output_container",
+    "output_suffix_for",
     "probe",
     "require_audio",
     "require_video",

@@ -20,13 +20,14 @@ try:  # a declared dependency, but an ffmpeg on PATH or LIPSYNC_FIX_FFMPEG also 
 except ImportError:  # pragma: no cover - only on machines that lack the wheel
     imageio_ffmpeg = None
 
-from lipsync_fix.errors import LipsyncError, MediaError
+from lipsync_fix.errors import LipsyncError, MediaError, StorageError
 
 PathLike = str | os.PathLike[str]
 
 #: ffmpeg's demuxer message when a packet lies beyond the end of the file: the file was cut
 #: short. ffmpeg still exits with status 0, so it must be looked for in the log.
 _TRUNCATION_MARK = "partial file"
+NO_SPACE_MARK = "No space left on device"  # strerror(ENOSPC) in ffmpeg's log
 
 #: The demuxers a user's file may be opened with: containers and elementary streams of
 #: audio and video, and single images (so that a photo is reported as "a still image").
@@ -129,10 +130,13 @@ def ffmpeg_reason(stderr: str) -> str:
 
 
 def check_ffmpeg(returncode: int, stderr: str, failure: str) -> None:
-    """Raise MediaError(``failure: cause``) when ffmpeg failed or read a truncated file.
+    """Raise MediaError(``failure: cause``) when ffmpeg failed or read a truncated file,
+    and StorageError when it failed because the disk is full (every later write would).
 
     Other errors in the log (a damaged frame or two) are tolerated, as players do.
     """
+    if returncode != 0 and NO_SPACE_MARK in stderr:
+        raise StorageError(f"{failure}: no space left on device.")
     if returncode != 0 or _TRUNCATION_MARK in stderr:
         raise MediaError(f"{failure}: {ffmpeg_reason(stderr)}.")
 

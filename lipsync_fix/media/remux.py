@@ -27,10 +27,23 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync_fix.errors import LipsyncError, MediaError, OutputError, OutputExistsError, UsageError
+from lipsync_fix.errors import (
+    LipsyncError,
+    MediaError,
+    OutputError,
+    OutputExistsError,
+    StorageError,
+    UsageError,
+)
 from lipsync_fix.files import atomic_path
 from lipsync_fix.media.decode import decode_pcm, delayed
-from lipsync_fix.media.ffmpeg import PathLike, ffmpeg_reason, input_args, run_ffmpeg
+from lipsync_fix.media.ffmpeg import (
+    NO_SPACE_MARK,
+    PathLike,
+    ffmpeg_reason,
+    input_args,
+    run_ffmpeg,
+)
 from lipsync_fix.media.probe import MediaInfo, StreamInfo, probe, require_video_and_audio
 
 AudioTransform = Callable[[np.ndarray, int], np.ndarray]
@@ -178,11 +191,13 @@ def output_container(dst: PathLike) -> Container:
     return CONTAINERS[suffix]
 
 
-def check_destination(src: PathLike, dst: PathLike, force: bool = False) -> Container:
+def check_destination(src: PathLike, dst: PathLike, force: bool = False,
+                      folder_made_later: bool = False) -> Container:
     """Refuse, before anything is decoded, an output that :func:`rewrite_audio` could not
     write: not a video container, the input itself, a folder, an existing file (unless
-    ``force``), a missing folder. A command that scores first (``fix``) calls this before
-    scoring, so that a bad ``-o`` costs no minutes."""
+    ``force``), a missing folder (unless ``folder_made_later``: a batch makes an output's
+    folder only when it writes the output). A command that scores first (``fix``) calls
+    this (through :func:`check_rewrite`) before scoring, so a bad ``-o`` costs no minutes."""
     src, dst = Path(src), Path(dst)
     container = output_container(dst)
     if dst.resolve() == src.resolve() or (dst.exists() and src.exists() and dst.samefile(src)):
@@ -191,9 +206,50 @@ def check_destination(src: PathLike, dst: PathLike, force: bool = False) -> Cont
         raise MediaError(f"The output {dst} is a folder.")
     if dst.exists() and not force:
         raise OutputExistsError(f"{dst} already exists; use --force to overwrite it.")
-    if not dst.parent.is_dir():
+    if not dst.parent.is_dir() and not folder_made_later:
         raise OutputError(f"The output folder {dst.parent} does not exist.")
     return container
+
+
+FALLBACK_SUFFIX = ".mkv"
+"""The container of a folder run's output for an input whose own container is not one
+lipsync-fix writes (.flv, .wmv, .3gp...): Matroska holds nearly any codec."""
+
+
+def output_suffix_for(input_suffix: str, container: str | None = None) -> str:
+    """The suffix of the fixed copy of an input ending in ``input_suffix``: ``container``
+    (``mkv``, ``.mp4``...) when one was chosen, else the input's own when it is a
+    container written (:data:`CONTAINERS`), else :data:`FALLBACK_SUFFIX`. Decided from
+    names alone, so a folder run knows every output before it measures anything."""
+    if container is not None:
+        chosen = "." + container.lower().lstrip(".")
+        output_container(f"output{chosen}")
+        return chosen
+    own = input_suffix.lower()
+    return input_suffix if own in CONTAINERS else FALLBACK_SUFFIX
+
+
+def check_rewrite(src: PathLike, dst: PathLike, force: bool = False,
+                  all_audio: bool = True, folder_made_later: bool = False) -> None:
+    """Refuse, before anything is measured, a ``dst`` that :func:`rewrite_audio` would
+    refuse for ``src`` after the work: the checks of :func:`check_destination`, and
+    whether the container can hold ``src``'s streams (a .ts cannot hold VP9, a .webm
+    only VP8/VP9/AV1). It is the first step of :func:`rewrite_audio` itself (nothing is
+    decoded but the header), so the check before the work and the one at the end are one
+    function and cannot disagree. What only the muxer knows (MP4 holds no Theora, VP8 or
+    HuffYUV video) is found by a trial: the first fraction of a second muxed into a
+    scratch file exactly as the fix will mux it (same streams, encoders and muxer)."""
+    src, dst = Path(src), Path(dst)
+    container, info, plan = _plan_rewrite(src, dst, force, all_audio, folder_made_later)
+    _trial_mux(src, dst, info, plan, container)
+
+
+def _plan_rewrite(src: Path, dst: Path, force: bool, all_audio: bool,
+                  folder_made_later: bool = False) -> tuple[Container, MediaInfo, _Plan]:
+    container = check_destination(src, dst, force, folder_made_later)
+    info = probe(src)
+    require_video_and_audio(info)
+    return container, info, _plan(info, container, dst.suffix.lower(), all_audio)
 
 
 @dataclass(frozen=True)
@@ -264,6 +320,31 @@ def _plan(info: MediaInfo, container: Container, suffix: str, all_audio: bool) -
         else:
             leave_out(stream, f"{stream.kind} streams are only copied between files of one kind")
     return _Plan(tuple(kept), tuple(rewritten), codecs, tuple(notes))
+
+
+TRIAL_SECONDS = 0.2
+"""How much of the input :func:`check_rewrite`'s trial mux writes."""
+
+
+def _trial_mux(src: Path, dst: Path, info: MediaInfo, plan: _Plan, container: Container
+               ) -> None:
+    maps: list[str] = []
+    for out, stream in enumerate(plan.kept):
+        maps += ["-map", f"0:{stream.index}"]
+        if container.muxer == "avi" and stream.codec in _ANNEXB_FILTERS:
+            maps += [f"-bsf:{out}", _ANNEXB_FILTERS[stream.codec]]
+    genpts = ["-fflags", "+genpts"] if info.format_name == "avi" else []
+    with tempfile.TemporaryDirectory(prefix="lipsync-check-") as scratch:
+        trial = Path(scratch) / f"trial{dst.suffix.lower()}"
+        result = run_ffmpeg(["-v", "error", *genpts, *input_args(src), *maps, "-c", "copy",
+                             *_codec_args(plan), "-t", str(TRIAL_SECONDS),
+                             "-f", container.muxer, "-y", str(trial)])
+    if result.returncode != 0:
+        log = result.stderr.decode("utf-8", "replace")
+        if NO_SPACE_MARK in log:
+            raise StorageError(f"cannot check {dst} in a scratch folder: no space left on "
+                               "device")
+        raise OutputError(_write_failure(src, dst, log, plan.kept, container.muxer))
 
 
 def _copied_video_start(info: MediaInfo) -> float:
@@ -399,10 +480,7 @@ def rewrite_audio(
     written to a scratch folder for ffmpeg.
     """
     src, dst = Path(src), Path(dst)
-    container = check_destination(src, dst, force)
-    info = probe(src)
-    require_video_and_audio(info)
-    plan = _plan(info, container, dst.suffix.lower(), all_audio)
+    container, info, plan = _plan_rewrite(src, dst, force, all_audio)
     shown_start = info.stream(info.video_stream_index).start_s or 0.0
     video_start = _copied_video_start(info)
     reports: list[AudioStreamReport] = []
@@ -490,6 +568,8 @@ def _mux(
     ])
     log = result.stderr.decode("utf-8", "replace")
     if result.returncode != 0 or "partial file" in log:
+        if NO_SPACE_MARK in log:
+            raise StorageError(f"cannot write {dst}: no space left on device")
         raise MediaError(_write_failure(src, dst, log, plan.kept, container.muxer))
 
 

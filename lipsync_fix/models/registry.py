@@ -332,6 +332,7 @@ def _download(name: str, entry: Mapping[str, Any], target: Path, progress: Progr
               quiet: bool, prefix: str = "") -> Path:
     """Try each location in order; the first complete file with the right hash wins."""
     urls = urls_of(entry)
+    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -347,6 +348,11 @@ def _download(name: str, entry: Mapping[str, Any], target: Path, progress: Progr
                 continue
             _remember(target, entry["sha256"], _stat_key(target))
             return target
+    for folder in made:  # a failed download leaves no empty cache folder behind
+        try:
+            folder.rmdir()
+        except OSError:
+            break
     if all(f.no_connection for f in failures):
         why = "no network"
     else:
@@ -376,6 +382,9 @@ def download_model(
     target = target_path(entry, root)
     expected = entry.get("sha256")
     prefix = ""
+    if target.is_dir():
+        raise CheckpointError(f"{shown(target)} should be the file of {name}, but it is a "
+                              "folder; move it out of the way")
     if target.is_file():
         if expected is None or file_sha256(target) == expected:
             return target

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lipsync_fix.errors import MediaError, OutputExistsError
+from lipsync_fix.errors import MediaError, OutputError, OutputExistsError, UsageError
 from lipsync_fix.features.constants import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 from lipsync_fix.files import write_atomically
 from lipsync_fix.separation.model import YNet, system_name
@@ -70,6 +70,24 @@ def separate_clip(
     return out / weight.clamp_min(1e-8)
 
 
+def check_audio_output(dst: Path, force: bool = False) -> str:
+    """The soundfile format of ``dst`` (told by its suffix), when it can be written: a
+    usage error before any work for a suffix that is no audio format, a folder, a missing
+    folder, or an existing file (unless ``force``)."""
+    fmt = dst.suffix.lstrip(".").upper()
+    if fmt not in sf.available_formats():
+        raise UsageError(f"cannot write audio as {dst.suffix or 'a file without suffix'}; "
+                         "use .wav or .flac")
+    if dst.is_dir():
+        raise UsageError(f"-o {dst} is a folder; give the audio file to write")
+    if dst.exists() and not force:
+        raise OutputExistsError(f"{dst} exists; use --force to overwrite it")
+    if not dst.parent.is_dir():
+        raise OutputError(f"the folder {dst.parent} of -o {dst} does not exist; create it "
+                          "first")
+    return fmt
+
+
 def separate_video(
     path: str | Path, output: str | Path, model: YNet, *, detector: str = "auto",
     face_box: str | None = None, device: str | torch.device = "cpu", force: bool = False,
@@ -81,12 +99,7 @@ def separate_video(
     format soundfile writes, told by the suffix) appears only once complete.
     """
     dst = Path(output)
-    if dst.exists() and not force:
-        raise OutputExistsError(f"{dst} exists; use --force to overwrite it")
-    fmt = dst.suffix.lstrip(".").upper()
-    if fmt not in sf.available_formats():
-        raise MediaError(f"cannot write audio as {dst.suffix or 'a file without suffix'}; "
-                         "use .wav or .flac")
+    fmt = check_audio_output(dst, force)
     features = extract_features(path, detector, face_box)
     if len(features.wav) < SAMPLES_PER_FRAME:
         raise MediaError(f"{path}: the audio is shorter than one video frame")

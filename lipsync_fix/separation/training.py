@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from lipsync_fix.compute import resolve_device
-from lipsync_fix.errors import LipsyncError
+from lipsync_fix.errors import LipsyncError, UsageError
 from lipsync_fix.models.checkpoint import read_checkpoint, write_atomically
 from lipsync_fix.separation.evaluate import evaluate_separator
 from lipsync_fix.separation.mixing import MixtureConfig, MixtureDataset, collate
@@ -34,7 +34,7 @@ from lipsync_fix.separation.model import (
     system_name,
 )
 from lipsync_fix.training.config import RunConfig
-from lipsync_fix.training.runlog import RunLog
+from lipsync_fix.training.runlog import METRICS_FILE, RunLog
 
 Log = Callable[[str], None]
 
@@ -65,6 +65,7 @@ class SeparationConfig(RunConfig):
     accompaniment_dir: str | None = None
     device: str = "cpu"
     resume: bool = False
+    force: bool = False  # start afresh over a run already in out_dir
     quiet: bool = False
 
 
@@ -100,6 +101,10 @@ def train_separator(cfg: SeparationConfig, log: Log | None = None) -> Path:
     """
     out = Path(cfg.out_dir)
     last = out / "last.pth"
+    taken = [name for name in ("last.pth", METRICS_FILE) if (out / name).exists()]
+    if taken and not (cfg.resume or cfg.force):
+        raise UsageError(f"{out} holds a run already ({', '.join(taken)}); use --resume to "
+                         "continue it, or --force to start afresh over it")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     step = 0
@@ -108,6 +113,7 @@ def train_separator(cfg: SeparationConfig, log: Log | None = None) -> Path:
         ckpt = read_checkpoint(last)
         model = separator_from_checkpoint(ckpt, str(last))
         step = int(ckpt.get("global_step", 0))
+    train_set = mixture_dataset(cfg, cfg.split, cfg.steps * cfg.batch_size, cfg.seed)
     runlog = RunLog(out, resume_step=step, quiet=cfg.quiet, tensorboard=False,
                     echo=log or print)
     if not ckpt:
@@ -117,7 +123,6 @@ def train_separator(cfg: SeparationConfig, log: Log | None = None) -> Path:
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     if ckpt.get("optimizer"):
         optimizer.load_state_dict(ckpt["optimizer"])
-    train_set = mixture_dataset(cfg, cfg.split, cfg.steps * cfg.batch_size, cfg.seed)
     name = system_name(model.visual, model.frozen_visual)
     runlog.say(f"training {name} ({cfg.preset}, {sum(p.numel() for p in params)} trainable "
         f"parameters) on {len(train_set.clips)} clips, {cfg.seconds:g} s mixtures")

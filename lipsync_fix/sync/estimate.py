@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from lipsync_fix import records
-from lipsync_fix.compute import PRECISIONS, autocast_dtype, resolve_device
+from lipsync_fix.compute import PRECISIONS, autocast_dtype, check_device_name, resolve_device
 from lipsync_fix.errors import (
     ClipTooShortError,
     NoFaceError,
@@ -51,7 +51,7 @@ from lipsync_fix.errors import (
     UncertainEstimateError,
     UsageError,
 )
-from lipsync_fix.features.constants import FRAME_MS, FRAMES_PER_WINDOW, VIDEO_FPS
+from lipsync_fix.features.constants import FRAME_MS, FRAMES_PER_WINDOW, SAMPLE_RATE, VIDEO_FPS
 from lipsync_fix.features.inputs import recipe_for
 from lipsync_fix.sync.frontend import ClipReader, Progress, Segment
 from lipsync_fix.sync.scoring import (
@@ -116,11 +116,13 @@ class SyncOptions:
             raise UsageError(
                 f"the largest delay searched must be {FRAME_MS:.0f} to "
                 f"{MAX_DELAY_LIMIT_MS:.0f} ms, got {self.max_delay_ms}")
+        check_device_name(self.device)
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}; use "
                              f"{', '.join(PRECISIONS)}")
         if not (1 <= self.max_segments and 1 <= self.first_round and 1 <= self.round_size):
-            raise UsageError("max_segments, first_round and round_size must be at least 1")
+            raise UsageError("the most segments to score (--max-segments), the first round "
+                             "and the round size must each be at least 1")
         if not (math.isfinite(self.min_voice_rms) and self.min_voice_rms >= 0):
             raise UsageError(f"min_voice_rms must be a number >= 0, got {self.min_voice_rms}")
         if not (0.0 <= self.uncertain_below <= 1.0):
@@ -482,10 +484,15 @@ def estimate_sync(
     s = opts.max_shift
     n_rows = num_windows(reader.n_frames, reader.n_samples, t)
     per_segment = k - t + 1
-    if reader.n_frames < k or n_rows < per_segment:
+    if reader.n_frames < k:
         raise ClipTooShortError(
-            f"{path}: {reader.n_frames / VIDEO_FPS:.2f} s is shorter than one "
-            f"{k}-frame context window ({k / VIDEO_FPS:.2f} s)")
+            f"{path}: {reader.n_frames / VIDEO_FPS:.2f} s of video is shorter than one "
+            f"{k}-frame context ({k / VIDEO_FPS:.2f} s)")
+    if n_rows < per_segment:  # the video is long enough: its sound is what is short
+        raise ClipTooShortError(
+            f"{path}: the audio lasts only {reader.n_samples / SAMPLE_RATE:.2f} s of the "
+            f"{reader.n_frames / VIDEO_FPS:.2f} s video, less than one {k}-frame context "
+            f"({k / VIDEO_FPS:.2f} s)")
     voiced = reader.voiced(n_rows, t, opts.min_voice_rms)
     if not voiced.any():
         raise NoSpeechError(f"{path}: the audio is silent; there is no voice to align")

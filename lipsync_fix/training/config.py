@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from lipsync_fix.compute import check_device_name
+from lipsync_fix.errors import UsageError
 from lipsync_fix.features.constants import FRAMES_PER_WINDOW
 from lipsync_fix.models.checkpoint import FAMILIES
 
@@ -89,7 +91,9 @@ class TrainConfig(RunConfig):
     in steps (0 disables). ``log_dir``: TensorBoard folder (default ``<out_dir>/tensorboard``;
     used only if the ``tensorboard`` package is installed; ``metrics.jsonl`` is always
     written). ``resume``: continue from ``<out_dir>/last.pth`` if it exists;
-    ``resume_from``: continue from that checkpoint. ``init_from``: start from a checkpoint's
+    ``resume_from``: continue from that checkpoint. ``force``: start afresh in an
+    ``out_dir`` that holds a run already (without it, or ``resume``, that is refused: its
+    checkpoint and metrics would be overwritten). ``init_from``: start from a checkpoint's
     weights (fine-tuning; its size overrides ``preset``) with a fresh optimiser.
     ``model``: ``"vocalist"`` (BCE on logits) or ``"syncnet"`` (the SyncNet* baseline, BCE
     on its cosine similarity; 5-frame windows only).
@@ -125,6 +129,7 @@ class TrainConfig(RunConfig):
     cache_size: int = 32
     resume: bool = False
     resume_from: str | None = None
+    force: bool = False
     quiet: bool = False
 
     def __post_init__(self) -> None:
@@ -135,6 +140,10 @@ class TrainConfig(RunConfig):
             raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(presets)}")
         if self.model == "syncnet" and int(self.window_frames) != FRAMES_PER_WINDOW:
             raise ValueError(f"SyncNet* is trained on {FRAMES_PER_WINDOW}-frame windows only")
+        try:
+            check_device_name(self.device)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ValueError(f"amp must be auto, off, bf16 or fp16, not {self.amp!r}")
         for name in ("steps", "batch_size", "grad_accum", "window_frames", "val_samples"):

@@ -30,7 +30,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lipsync_fix.errors import LipsyncError
+from lipsync_fix.errors import LipsyncError, UsageError
 from lipsync_fix.files import write_atomically
 from lipsync_fix.models.checkpoint import (
     build_model,
@@ -58,7 +58,7 @@ from lipsync_fix.training.distributed import (
     process_group,
 )
 from lipsync_fix.training.pairs import StreamSampler, SyncPairDataset, worker_init
-from lipsync_fix.training.runlog import RunLog
+from lipsync_fix.training.runlog import METRICS_FILE, RunLog
 
 _VAL_SEED_SALT = 0x5EED_0FA1
 """Mixed into the config seed so the validation pairs never coincide with a training stream."""
@@ -124,7 +124,7 @@ class _Trainer:
         if self.cfg.resume_from:
             path = Path(self.cfg.resume_from)
             if not path.is_file():
-                raise LipsyncError(f"resume_from checkpoint {path} does not exist")
+                raise UsageError(f"resume_from checkpoint {path} does not exist")
             return path
         last = self.run_dir / "last.pth"
         return last if self.cfg.resume and last.is_file() else None
@@ -144,17 +144,18 @@ class _Trainer:
                                    f"config trains {self.cfg.model}")
         return model.to(self.device)
 
-    def _datasets(self) -> tuple[SyncPairDataset, SyncPairDataset | None]:
-        cfg, log = self.cfg, self.log
+    def _datasets(self, say: Callable[[str], None]
+                  ) -> tuple[SyncPairDataset, SyncPairDataset | None]:
+        cfg = self.cfg
         train_ds = SyncPairDataset.from_split(
             cfg.data_root, cfg.train_split, window_frames=cfg.window_frames, seed=cfg.seed,
             rank=self.ctx.rank, epoch_length=cfg.epoch_length, cache_size=cfg.cache_size,
         )
-        log.say(f"train: {len(train_ds.clips)} clips ({len(train_ds.skipped)} skipped)")
+        say(f"train: {len(train_ds.clips)} clips ({len(train_ds.skipped)} skipped)")
         val_ds = None
         if cfg.val_every > 0 or cfg.validate_at_start:
             if not (Path(cfg.data_root) / "filelists" / f"{cfg.val_split}.txt").is_file():
-                log.say(f"no filelists/{cfg.val_split}.txt: validation is off")
+                say(f"no filelists/{cfg.val_split}.txt: validation is off")
             else:
                 try:
                     # Rank 0's stream of a fixed seed: the same pairs whatever the world size.
@@ -163,7 +164,7 @@ class _Trainer:
                         seed=cfg.seed ^ _VAL_SEED_SALT, rank=0, cache_size=cfg.cache_size,
                     )
                 except LipsyncError as exc:
-                    log.say(f"validation is off: {exc}")
+                    say(f"validation is off: {exc}")
         return train_ds, val_ds
 
     def _loader(self, ds: Dataset, sampler: Sampler[int], batch: int) -> DataLoader:
@@ -188,17 +189,23 @@ class _Trainer:
     def run(self) -> Path:
         cfg, ctx = self.cfg, self.ctx
         resume_path = self._checkpoint_to_resume()
+        taken = [name for name in ("last.pth", METRICS_FILE) if (self.run_dir / name).exists()]
+        if resume_path is None and taken and not (cfg.force or cfg.resume):
+            raise UsageError(f"{self.run_dir} holds a run already ({', '.join(taken)}); use "
+                             "--resume to continue it, or --force to start afresh over it")
         ckpt = read_checkpoint(resume_path) if resume_path else None
         self.global_step = int(ckpt["global_step"]) if ckpt else 0
+        lines: list[str] = []  # the data is read before the run folder is made
+        train_ds, val_ds = self._datasets(lines.append)
         self.log = RunLog(self.run_dir, active=ctx.main, resume_step=self.global_step,
                          quiet=cfg.quiet, log_dir=cfg.log_dir)
         if ckpt:
             self.log.say(f"resuming from {resume_path} at step {self.global_step}")
             self._check_resume_compat(ckpt)
-        elif (self.run_dir / "last.pth").is_file():
-            self.log.say(f"{self.run_dir} already holds last.pth: starting afresh and "
-                         "overwriting it (resume=True continues it instead)")
-        train_ds, val_ds = self._datasets()
+        elif taken:
+            self.log.say(f"{self.run_dir} held a run: starting afresh over it (force)")
+        for line in lines:
+            self.log.say(line)
         self.epoch_length = train_ds.epoch_length
 
         model = self._build_model(ckpt)
