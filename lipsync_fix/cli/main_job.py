@@ -47,7 +47,7 @@ from lipsync_fix.features.constants import FRAME_MS
 from lipsync_fix.models import load_model
 from lipsync_fix.models.registry import default_model_name, default_model_notice
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
-from lipsync_fix.sync.plot import plot_scores
+from lipsync_fix.sync.plot import plot_scores, require_matplotlib
 from lipsync_fix.sync.timeline import TimelineOptions, delay_words
 
 DefaultCheckpoint = Annotated[str | None, typer.Option(
@@ -183,14 +183,16 @@ def score_command(
     offset_model: OffsetModelName = "auto",
     json_lines: Json = False,
     plot: Annotated[Path | None, typer.Option(
-        help="Draw score vs offset to a PNG (a folder of PNGs, mirroring the inputs, for "
-             "several inputs).")] = None,
+        help="Draw the score by delay and the offsets over time to a PNG (a folder of "
+             "PNGs, mirroring the inputs, for several inputs; needs matplotlib).")] = None,
     report: Report = None,
     shard: Shard = None,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
     """Estimate each video's audio delay without writing a video."""
+    if plot is not None:
+        require_matplotlib()
     options = _sync_options(context, max_delay_ms, detector, face_box, device, precision,
                             exhaustive, max_segments, offset_model)
     jobs = batch.select_shard(
