@@ -284,7 +284,8 @@ def write_report(path: Path, records: Sequence[dict]) -> Path:
     if path.suffix.lower() == ".csv":
         buffer = io.StringIO()
         fields = CSV_FIELDS + sorted({k for r in records for k in r} - set(CSV_FIELDS)
-                                     - {"scores", "offsets_over_time", "spans"})
+                                     - {"scores", "offsets_over_time", "spans",
+                                        "face_thumbnail"})
         writer = csv.DictWriter(buffer, fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for record in records:

@@ -66,6 +66,9 @@ def _checkpoint_or_default(checkpoint: str | None, quiet: bool) -> str:
     return name
 
 MAX_SHIFT_MS = 24 * 3600 * 1000.0  # a day: anything longer is a typo, not a delay
+REPORT_THUMBNAIL_PX = 96
+"""A report's rows keep one scored crop this long (a Wav2Lip crop's lower half, 96 x 48,
+as it is: ~2 KB of base64 JPEG), for the review page (``report html``)."""
 
 
 def _echo(job: batch.Job, record: dict, json_lines: bool, describe) -> None:
@@ -108,13 +111,15 @@ def _run(jobs, work, report, force, json_lines, quiet, describe) -> None:
 
 def _sync_options(context: int, max_delay_ms: float, detector: str, face_box: str | None,
                   device: str, precision: str, exhaustive: bool, max_segments: int,
-                  offset_model: str) -> SyncOptions:
-    """The estimate's options, checked (numbers, face box) before any input is read."""
+                  offset_model: str, report: Path | None = None) -> SyncOptions:
+    """The estimate's options, checked (numbers, face box) before any input is read. With
+    a report, each estimate keeps a thumbnail of a scored crop for the review page."""
     return SyncOptions(context_frames=context, max_delay_ms=max_delay_ms,
                        detector=str(getattr(detector, "value", detector)),
                        face_box=check_face_box(face_box), device=device,
                        precision=precision, exhaustive=exhaustive, max_segments=max_segments,
-                       timeline=TimelineOptions(model=offset_model))
+                       timeline=TimelineOptions(model=offset_model),
+                       thumbnail_px=REPORT_THUMBNAIL_PX if report is not None else 0)
 
 
 @app.command("fix")
@@ -146,7 +151,7 @@ def fix_command(
     or padded with silence, duration kept). Existing outputs are kept unless --force.
     """
     options = _sync_options(context, max_delay_ms, detector, face_box, device, precision,
-                            exhaustive, max_segments, offset_model)
+                            exhaustive, max_segments, offset_model, report)
     if output is None:
         raise UsageError("give an output with -o OUT (a file, or a folder for several inputs)")
     jobs = batch.select_shard(batch.plan_jobs(inputs, output, force=force), shard)
@@ -194,7 +199,7 @@ def score_command(
     if plot is not None:
         require_matplotlib()
     options = _sync_options(context, max_delay_ms, detector, face_box, device, precision,
-                            exhaustive, max_segments, offset_model)
+                            exhaustive, max_segments, offset_model, report)
     jobs = batch.select_shard(
         batch.plan_jobs(inputs, plot, tag="", suffix=".png", force=force, option="--plot"),
         shard)
