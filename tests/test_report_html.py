@@ -22,6 +22,7 @@ from conftest import invoke
 
 from lipsync_fix import batch
 from lipsync_fix.errors import RecordError
+from lipsync_fix.report import html as html_page
 from lipsync_fix.report import read_review
 from lipsync_fix.report.examples import example_estimate
 from lipsync_fix.report.html import draw_pictures, render_page
@@ -204,9 +205,16 @@ def test_output_rules(tmp_path: Path) -> None:
     assert invoke("report", "html", foreign, "-o", tmp_path / "f.html").code == 2
 
 
-def test_a_pool_draws_the_same_pictures(tmp_path: Path) -> None:
+@pytest.mark.slow  # spawns 2 processes that import torch: 24-26 s on the busy 2-core box
+def test_a_pool_draws_the_same_pictures(tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     review = read_review(write_jsonl(tmp_path / "r.jsonl", records(4)))
-    assert draw_pictures(review, jobs=2, pool_from=0) == draw_pictures(review)
+    steps: list[tuple[int, int]] = []
+    pooled = draw_pictures(review, lambda _, done, total: steps.append((done, total)),
+                           jobs=2, pool_from=0)
+    assert steps == [(2, 4), (4, 4)]  # two processes, two pictures each
+    monkeypatch.setattr(html_page, "ProcessPoolExecutor", None)  # here: no pool at all
+    assert pooled == draw_pictures(review) and sum(p is not None for p in pooled) == 4
 
 
 # --------------------------------------------------------------------------- a real browser

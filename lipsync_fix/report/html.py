@@ -52,21 +52,22 @@ CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
 Progress = Callable[[str, int, int], None]
 
 COLUMNS = (
-    # (key, heading, how it sorts, tooltip)
-    ("input", "input", "text", "the file, and why an estimate is uncertain"),
-    ("verdict", "verdict", "text", "in sync, out of sync, uncertain; or why there is none"),
+    # (key, heading, how it sorts, tooltip, width in CSS pixels: None takes the rest)
+    ("input", "input", "text", "the file, and why an estimate is uncertain", None),
+    ("verdict", "verdict", "text", "in sync, out of sync, uncertain; or why there is none",
+     100),
     ("delay", "delay", "mag", "audio_delay_ms: a delay some part of the video has; sorts "
-     "by size, either sign"),
+     "by size, either sign", 72),
     ("worst", "worst delay", "mag", "worst_audio_delay_ms: the largest delay anywhere in "
-     "the video; sorts by size, either sign"),
-    ("drift", "drift", "mag", "ms per minute (a drifting audio clock); sorts by size"),
-    ("spans", "spans", "num", "the fitted offset model: one delay per span"),
-    ("confidence", "confidence", "num", "share of segments that agree with the offset "
-     "model within one frame"),
-    ("model", "model", "text", "the checkpoint that scored"),
-    ("output", "output", "text", "what the command wrote for this input"),
+     "the video; sorts by size, either sign", 76),
+    ("drift", "drift", "mag", "ms per minute (a drifting audio clock); sorts by size", 92),
+    ("spans", "spans", "num", "the fitted offset model: one delay per span", 150),
+    ("confidence", "confi&shy;dence", "num", "share of segments that agree with the offset "
+     "model within one frame", 74),
+    ("model", "model", "text", "the checkpoint that scored", 96),
+    ("output", "output", "text", "what the command wrote for this input", 110),
     ("picture", "offsets over time", "", "each dot: one segment's reading; lines: the "
-     "fitted offset model; green band: in sync (+-1 frame)"),
+     "fitted offset model; green band: in sync (±1 frame)", 440),
 )
 
 
@@ -85,7 +86,9 @@ def render_page(review: Review, progress: Progress | None = None, jobs: int = 1)
         page_sizes="".join(
             f'<option value="{n}"{" selected" if n == DEFAULT_PAGE_SIZE else ""}>{n}</option>'
             for n in PAGE_SIZES),
-        head="".join(_heading(key, label, kind, tip) for key, label, kind, tip in COLUMNS),
+        columns="".join(f'<col style="width:{w}px">' if w else "<col>"
+                        for *_, w in COLUMNS),
+        head="".join(_heading(key, label, kind, tip) for key, label, kind, tip, _ in COLUMNS),
         body=body,
         pictures=_script_json([[svg, row.estimate.face_thumbnail if row.estimate else None]
                                for svg, row in zip(pictures, review.rows, strict=True)]),
@@ -103,7 +106,8 @@ def draw_pictures(review: Review, progress: Progress | None = None, jobs: int = 
     ``if __name__ == "__main__":`` guard; the command line has it)."""
     todo = [(i, row.estimate) for i, row in enumerate(review.rows) if row.estimate is not None]
     found: list[str | None] = [None] * len(review.rows)
-    jobs = max(1, min(jobs, len(todo) // CHUNK + 1))
+    jobs = max(1, min(jobs, len(todo)))
+    size = max(1, min(CHUNK, -(-len(todo) // jobs)))  # every process gets work
     done = 0
 
     def take(chunk: Sequence[tuple[int, str]]) -> None:
@@ -114,7 +118,7 @@ def draw_pictures(review: Review, progress: Progress | None = None, jobs: int = 
         if progress is not None:
             progress("pictures", done, len(todo))
 
-    chunks = [todo[k : k + CHUNK] for k in range(0, len(todo), CHUNK)]
+    chunks = [todo[k : k + size] for k in range(0, len(todo), size)]
     if jobs == 1 or len(todo) < pool_from:
         for chunk in chunks:
             take(_draw_chunk(chunk))
@@ -193,7 +197,7 @@ def _summary(review: Review) -> str:
 
 def _heading(key: str, label: str, kind: str, tip: str) -> str:
     sort = f' data-sort="{kind}" tabindex="0"' if kind else ""
-    return f'<th data-key="{key}"{sort} title="{html.escape(tip)}">{html.escape(label)}</th>'
+    return f'<th data-key="{key}"{sort} title="{html.escape(tip)}">{label}</th>'
 
 
 def _cell(text: str, value: object = None, cls: str = "") -> str:
@@ -294,6 +298,7 @@ _TEMPLATE = """<!DOCTYPE html>
 below lists every input.</p></noscript>
 </header>
 <table id="rows">
+<colgroup>{columns}</colgroup>
 <thead><tr>{head}</tr></thead>
 <tbody>
 {body}

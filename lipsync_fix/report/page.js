@@ -54,8 +54,14 @@
       const img = document.createElement("img");
       img.className = "face";
       img.alt = "the face crop that was scored";
+      img.title = "the face crop that was scored";
       img.src = face;
       cell.appendChild(img);
+    } else if (svg) {  // keeps the pictures of a page in one column
+      const none = document.createElement("span");
+      none.className = "face none";
+      none.title = "no face crop recorded (reports of score/fix --report keep one)";
+      cell.appendChild(none);
     }
     if (svg) {
       const holder = document.createElement("div");

@@ -7,7 +7,7 @@ Two panels, one drawing code for both surfaces:
 * **offsets over time**: each scored segment's own reading (its best delay) against video
   time, and the fitted offset model through them (a flat line, a drift's slope, or one
   step per span, each span with its own colour and legend entry), the scene breaks, and
-  the band of +-1 frame that counts as in sync.
+  the band of ±1 frame that counts as in sync.
 
 ``score --plot`` writes both panels as a PNG (:func:`plot_scores`); the review page
 (:mod:`lipsync_fix.report.html`) inlines the offsets panel as SVG (:func:`offsets_svg`).
@@ -158,7 +158,7 @@ def draw_offsets(ax: Any, estimate: SyncEstimate, fontsize: float = 9,
     if end <= start:
         end = start + max(estimate.duration_s, 1.0)
     ax.axhspan(-FRAME_MS, FRAME_MS, color=VERDICT_COLOURS["in_sync"], alpha=0.08,
-               label=f"in sync (+-{FRAME_MS:.0f} ms)")
+               label=f"in sync (±{FRAME_MS:.0f} ms)")
     ax.axhline(0.0, color="#444444", linewidth=0.6)
     if readings:
         ax.plot([r.time_s for r in readings], [r.audio_delay_ms for r in readings],
@@ -191,7 +191,7 @@ def draw_offsets(ax: Any, estimate: SyncEstimate, fontsize: float = 9,
     ax.grid(True, alpha=0.35)
     ax.tick_params(labelsize=fontsize - 1)
     if legend:
-        ax.legend(fontsize=fontsize - 1.5, loc="best", framealpha=0.85)
+        ax.legend(fontsize=fontsize - 1, loc="best", framealpha=0.85)
 
 
 def figure_of(estimate: SyncEstimate) -> Any:
