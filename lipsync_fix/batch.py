@@ -401,10 +401,12 @@ def _kind_of(row: Mapping, schemas: Schemas, where: str) -> str | None:
     return fits[0].kind
 
 
-def read_report(path: Path, schemas: Schemas | RecordSchema) -> Report:
+def read_report(path: Path, schemas: Schemas | RecordSchema, strict: bool = True) -> Report:
     """The records of a ``.csv`` or ``.jsonl`` report, typed by the schema of the command
     that wrote them (one of ``schemas``). Raises :class:`LipsyncError` for a file that is
-    not such a report, or that mixes the records of several commands."""
+    not such a report, or that mixes the records of several commands. Not ``strict``, a
+    row whose values are not of its schema's types is kept as it is (for a page that
+    shows it as unreadable) instead of refusing the report."""
     known = _as_schemas(schemas)
     try:
         with open(path, encoding="utf-8", newline="") as f:  # a CR inside a cell is data
@@ -441,8 +443,15 @@ def read_report(path: Path, schemas: Schemas | RecordSchema) -> Report:
     kind = next(iter(kinds), None)
     schema = known[kind] if kind is not None else next(iter(known.values()))
     csv_form = path.suffix.lower() == ".csv"
-    records = [schema.from_csv_row(row, where) if csv_form else schema.check(row, where)
-               for where, row in raw]
+    records = []
+    for where, row in raw:
+        try:
+            records.append(schema.from_csv_row(row, where) if csv_form
+                           else schema.check(row, where))
+        except RecordError:
+            if strict:
+                raise
+            records.append(dict(row))
     return Report(path, kind, records)
 
 

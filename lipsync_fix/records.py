@@ -343,8 +343,11 @@ def text(record: Mapping[str, Any], key: str, context: str = "", *,
 
 
 def items(record: Mapping[str, Any], key: str, read: Callable[[Any, str], T],
-          context: str = "") -> tuple[T, ...]:
-    """A JSON list, each element read by ``read(element, context_of_element)``."""
+          context: str = "", *, optional: bool = False) -> tuple[T, ...]:
+    """A JSON list, each element read by ``read(element, context_of_element)``; with
+    ``optional``, an absent key is an empty list."""
+    if optional and key not in record:
+        return ()
     value = need(record, key, context)
     if not isinstance(value, list):
         raise RecordError(f"{_where(context, key)} must be a list, not {value!r}")

@@ -211,7 +211,7 @@ def test_the_report_schema_has_every_key_of_the_estimates_json_and_no_other():
 
     keys = set(_record()) - {"output"}
     assert {f.name for f in SCORE_RECORD.fields} - {"plot", "skipped", "error", "kind",
-                                                    "provenance"} == keys
+                                                    "provenance", "face_thumbnail"} == keys
     assert {f.name for f in FIX_RECORD.fields} >= keys | {"output"}
     assert SCORE_RECORD.check(_record(), "row") == _record()
 

@@ -3,6 +3,7 @@ input."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import json
@@ -14,10 +15,12 @@ import soundfile as sf
 import torch
 from conftest import REALWORLD, invoke, needs_shared
 
-from lipsync_fix import media
+from lipsync_fix import batch, media
+from lipsync_fix.cli import main_job
 from lipsync_fix.data.synth import make_talking_head
 from lipsync_fix.models.checkpoint import save_checkpoint
 from lipsync_fix.models.vocalist import PRESETS, VocaLiST
+from lipsync_fix.sync.records import SCORE_RECORD
 
 CONTRACT = {"input", "fps", "duration_s", "audio_delay_ms", "audio_delay_frames", "confidence",
             "verdict", "face_coverage", "windows_used", "scores"}
@@ -52,6 +55,28 @@ def test_score_json_contract(env):
     offsets = [s["audio_delay_ms"] for s in record["scores"]]
     assert offsets == sorted(offsets) and offsets[0] == -600 and offsets[-1] == 600
     assert (root / "plot.png").stat().st_size > 1000
+
+
+def test_score_report_keeps_the_scored_face_for_the_review_page(env, tmp_path):
+    """``score --report`` rows carry one scored crop (a small JPEG), the page shows it,
+    and a CSV report leaves it out (a spreadsheet column of base64 helps no one)."""
+    _, ckpt, good, _ = env
+    report = tmp_path / "r.jsonl"
+    result = invoke("score", good, "-c", ckpt, "--window", "15", "--report", report, "-q")
+    assert result.code == 0, result.stderr
+    (row,) = [json.loads(line) for line in report.read_text().splitlines()]
+    uri = row["face_thumbnail"]
+    assert uri.startswith("data:image/jpeg;base64,") and len(uri) < 6000
+    face = cv2.imdecode(np.frombuffer(base64.b64decode(uri.split(",", 1)[1]), np.uint8),
+                        cv2.IMREAD_COLOR)
+    assert face.shape == (48, 96, 3) and face.std() > 5  # the lower half the model read
+    assert main_job._sync_options(15, 600.0, "auto", None, "cpu", "fp32", False, 32, "auto",
+                                  report=None).thumbnail_px == 0  # --json alone keeps none
+    page = tmp_path / "r.html"
+    assert invoke("report", "html", report, "-o", page, "-q").code == 0
+    assert uri in page.read_text()
+    batch.write_report(tmp_path / "r.csv", [row], SCORE_RECORD)
+    assert "face_thumbnail" not in (tmp_path / "r.csv").read_text()
 
 
 def test_fix_keeps_video_and_shifts_audio(env, tmp_path):

@@ -32,6 +32,7 @@ from lipsync_fix.cli import (  # noqa: F401  (registers commands)
     main_job,
     models,
     research,
+    review,
     separation,
 )
 from lipsync_fix.cli.app import Session, app, print_error, print_json

@@ -50,7 +50,7 @@ from lipsync_fix.features.constants import FRAME_MS
 from lipsync_fix.files import unchanged_while
 from lipsync_fix.models.registry import default_model_name, default_model_notice
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
-from lipsync_fix.sync.plot import plot_scores
+from lipsync_fix.sync.plot import plot_scores, require_matplotlib
 from lipsync_fix.sync.records import FIX_RECORD, SCORE_RECORD
 from lipsync_fix.sync.timeline import TimelineOptions, delay_words
 
@@ -70,6 +70,9 @@ def _checkpoint_or_default(checkpoint: str | None, quiet: bool) -> str:
     return name
 
 MAX_SHIFT_MS = 24 * 3600 * 1000.0  # a day: anything longer is a typo, not a delay
+REPORT_THUMBNAIL_PX = 96
+"""A report's rows keep one scored crop this long (a Wav2Lip crop's lower half, 96 x 48,
+as it is: ~2 KB of base64 JPEG), for the review page (``report html``)."""
 
 
 def _run(jobs, work, report, force, json_lines, quiet, describe,
@@ -105,13 +108,15 @@ def result_options(options: SyncOptions, **more: object) -> dict:
 
 def _sync_options(context: int, max_delay_ms: float, detector: str, face_box: str | None,
                   device: str, precision: str, exhaustive: bool, max_segments: int,
-                  offset_model: str) -> SyncOptions:
-    """The estimate's options, checked (numbers, face box) before any input is read."""
+                  offset_model: str, report: Path | None = None) -> SyncOptions:
+    """The estimate's options, checked (numbers, face box) before any input is read. With
+    a report, each estimate keeps a thumbnail of a scored crop for the review page."""
     return SyncOptions(context_frames=context, max_delay_ms=max_delay_ms,
                        detector=str(getattr(detector, "value", detector)),
                        face_box=check_face_box(face_box), device=device,
                        precision=precision, exhaustive=exhaustive, max_segments=max_segments,
-                       timeline=TimelineOptions(model=offset_model))
+                       timeline=TimelineOptions(model=offset_model),
+                       thumbnail_px=REPORT_THUMBNAIL_PX if report is not None else 0)
 
 
 @app.command("fix")
@@ -148,7 +153,7 @@ def fix_command(
     measured.
     """
     options = _sync_options(context, max_delay_ms, detector, face_box, device, precision,
-                            exhaustive, max_segments, offset_model)
+                            exhaustive, max_segments, offset_model, report)
     if output is None:
         raise UsageError("give an output with -o OUT (a file, or a folder for several inputs)")
     if container is not None:
@@ -197,16 +202,18 @@ def score_command(
     offset_model: OffsetModelName = "auto",
     json_lines: Json = False,
     plot: Annotated[Path | None, typer.Option(
-        help="Draw score vs offset to a PNG (a folder of PNGs, mirroring the inputs, for "
-             "several inputs).")] = None,
+        help="Draw the score by delay and the offsets over time to a PNG (a folder of "
+             "PNGs, mirroring the inputs, for several inputs; needs matplotlib).")] = None,
     report: Report = None,
     shard: Shard = None,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
     """Estimate each video's audio delay without writing a video."""
+    if plot is not None:
+        require_matplotlib()
     options = _sync_options(context, max_delay_ms, detector, face_box, device, precision,
-                            exhaustive, max_segments, offset_model)
+                            exhaustive, max_segments, offset_model, report)
     jobs = batch.select_shard(
         batch.plan_jobs(inputs, plot, tag="", suffix=".png", force=force, option="--plot"),
         shard)

@@ -32,12 +32,15 @@ same quantity in 25 fps frames.
 
 from __future__ import annotations
 
+import base64
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -48,6 +51,7 @@ from lipsync_fix.errors import (
     ClipTooShortError,
     NoFaceError,
     NoSpeechError,
+    RecordError,
     UncertainEstimateError,
     UsageError,
 )
@@ -83,6 +87,11 @@ BOOTSTRAP_RESAMPLES = 200
 SETTLED_SHARE = 0.95  # bootstrap share within one frame that counts as settled
 UNSTABLE_SHARE = 0.8  # below this the evidence does not settle on one offset
 
+MAX_THUMBNAIL_PX = 256
+THUMBNAIL_JPEG_QUALITY = 75
+THUMBNAIL_PREFIX = "data:image/jpeg;base64,"
+_THUMBNAIL = re.compile(r"data:image/(jpeg|png);base64,[A-Za-z0-9+/]+={0,2}")
+
 
 @dataclass(frozen=True)
 class SyncOptions:
@@ -105,6 +114,7 @@ class SyncOptions:
     uncertain_below: float = 0.5  # readings agreeing at or below this share: "uncertain"
     in_sync_ms: float = FRAME_MS  # |delay| up to one frame counts as in sync
     timeline: TimelineOptions = field(default_factory=TimelineOptions)  # offset over time
+    thumbnail_px: int = 0  # keep a JPEG of one scored crop, this long (0: none)
 
     def __post_init__(self) -> None:
         if not (FRAMES_PER_WINDOW <= int(self.context_frames) <= MAX_CONTEXT_FRAMES):
@@ -127,6 +137,9 @@ class SyncOptions:
             raise UsageError(f"min_voice_rms must be a number >= 0, got {self.min_voice_rms}")
         if not (0.0 <= self.uncertain_below <= 1.0):
             raise UsageError(f"uncertain_below must be 0 to 1, got {self.uncertain_below}")
+        if not (0 <= int(self.thumbnail_px) <= MAX_THUMBNAIL_PX):
+            raise UsageError(f"thumbnail_px must be 0 to {MAX_THUMBNAIL_PX}, got "
+                             f"{self.thumbnail_px}")
 
     @property
     def max_shift(self) -> int:
@@ -211,6 +224,9 @@ class SyncEstimate:
     fitted offset over time, which the fix applies as it is; ``audio_delay_ms`` is the
     delay of some part of the clip (see :meth:`OffsetModel.headline_delay_ms`) and
     ``worst_audio_delay_ms`` the delay of largest magnitude anywhere in it.
+    ``face_thumbnail`` (only when :attr:`SyncOptions.thumbnail_px` asked for one, and
+    only then in the JSON) is one scored crop as a ``data:image/jpeg;base64,...`` URI:
+    what the model read, for a person reviewing a report to see that it was the face.
     """
 
     input: str
@@ -233,12 +249,15 @@ class SyncEstimate:
     model: ModelIdentity | None = None
     precision: str = "fp32"
     notes: tuple[str, ...] = ()
+    face_thumbnail: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("scores", "offsets_over_time", "notes"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {self.verdict!r}")
+        if self.face_thumbnail is not None and not _THUMBNAIL.fullmatch(self.face_thumbnail):
+            raise ValueError("face_thumbnail must be a base64 data: URI of a JPEG or PNG")
 
     def to_json(self) -> dict:
         return {
@@ -257,7 +276,7 @@ class SyncEstimate:
             "pairs_scored": self.pairs_scored,
             "model": None if self.model is None else self.model.to_json(),
             "precision": self.precision, "notes": list(self.notes),
-        }
+        } | ({} if self.face_thumbnail is None else {"face_thumbnail": self.face_thumbnail})
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> SyncEstimate:
@@ -267,6 +286,10 @@ class SyncEstimate:
             else "the record"
         num, count = records.number, records.integer
         model = record.get("model") if isinstance(record, Mapping) else None
+        thumbnail = records.text(record, "face_thumbnail", where, optional=True)
+        if thumbnail is not None and not _THUMBNAIL.fullmatch(thumbnail):
+            raise RecordError(f"{where}: 'face_thumbnail' must be a base64 data: URI "
+                                      "of a JPEG or PNG")
         return cls(
             input=records.text(record, "input", where),
             fps=num(record, "fps", where),
@@ -280,15 +303,19 @@ class SyncEstimate:
             windows_used=count(record, "windows_used", where),
             faces_seen=count(record, "faces_seen", where),
             offset_model=OffsetModel.from_json(record, where),
-            scores=records.items(record, "scores", CandidateScore.from_json, where),
+            # the evidence lists are absent from a CSV report (a row of it is still the
+            # decision, and can be applied as reviewed)
+            scores=records.items(record, "scores", CandidateScore.from_json, where,
+                                 optional=True),
             offsets_over_time=records.items(record, "offsets_over_time",
-                                            SegmentReading.from_json, where),
+                                            SegmentReading.from_json, where, optional=True),
             windows_scored=count(record, "windows_scored", where),
             windows_available=count(record, "windows_available", where),
             pairs_scored=count(record, "pairs_scored", where),
             model=None if model is None else ModelIdentity.from_json(model, f"{where}: model"),
             precision=records.text(record, "precision", where, choices=PRECISION_NAMES),
             notes=records.strings(record, "notes", where),
+            face_thumbnail=thumbnail,
         )
 
     @property
@@ -500,6 +527,7 @@ def estimate_sync(
                               autocast=autocast_dtype(device, opts.precision)).for_device()
     evidence = Evidence(s, max(1, per_segment // 2))
     counters = {"frames": 0, "face_frames": 0, "faces": 0, "scored": 0, "pairs": 0}
+    thumbnail: list[str] = []
 
     def score(segment: Segment, first_row: int, count: int) -> None:
         rows = np.arange(first_row, min(n_rows, first_row + count))
@@ -524,6 +552,9 @@ def estimate_sync(
                 scores = score_rows(model, source, use, score_opts)
             counters["scored"] += len(use)
             counters["pairs"] += int((scores != OUT_OF_RANGE).sum())
+            if opts.thumbnail_px and not thumbnail:
+                middle = int(use[len(use) // 2]) - segment.first + t // 2
+                thumbnail.append(thumbnail_uri(segment.crops[middle], opts.thumbnail_px))
         evidence.add(SegmentScores(segment.first, segment.n_frames, use, scores,
                                    int(has.sum()), segment.faces_seen, segment.cuts))
 
@@ -543,8 +574,23 @@ def estimate_sync(
             f"{path}: no stretch of the clip has both a face and a voice "
             f"({counters['frames'] / VIDEO_FPS:.0f} s examined); give the face's position "
             "with --face-box x,y,w,h if it is there")
-    return _conclude(path, reader, evidence, counters, opts, n_rows, model,
-                     score_opts)
+    estimate = _conclude(path, reader, evidence, counters, opts, n_rows, model, score_opts)
+    return replace(estimate, face_thumbnail=thumbnail[0]) if thumbnail else estimate
+
+
+def thumbnail_uri(crop_bgr: np.ndarray, longest_side: int) -> str:
+    """A crop (uint8 BGR) as a small JPEG ``data:`` URI, its longer side at most
+    ``longest_side`` pixels (never enlarged): about 2 KB of text for a 96 x 48 crop."""
+    h, w = crop_bgr.shape[:2]
+    scale = min(1.0, longest_side / max(h, w))
+    if scale < 1.0:
+        crop_bgr = cv2.resize(crop_bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
+                              interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(crop_bgr),
+                               [cv2.IMWRITE_JPEG_QUALITY, THUMBNAIL_JPEG_QUALITY])
+    if not ok:
+        raise ValueError("cannot encode a thumbnail")
+    return THUMBNAIL_PREFIX + base64.b64encode(encoded.tobytes()).decode("ascii")
 
 
 def _sample(reader, evidence, score, opts: SyncOptions, n_rows: int, per_segment: int,

@@ -32,6 +32,7 @@ ESTIMATE_FIELDS = (
     Field("spans", "list"),
     Field("scores", "list", in_csv=False),
     Field("offsets_over_time", "list", in_csv=False),
+    Field("face_thumbnail", "str", nullable=True, in_csv=False),  # ~2 KB: JSON lines only
     Field("windows_scored", "int"),
     Field("windows_available", "int"),
     Field("pairs_scored", "int"),
@@ -47,3 +48,6 @@ SCORE_RECORD = record_schema("score", [*ESTIMATE_FIELDS, Field("plot", "str")],
 FIX_RECORD = record_schema("fix", [Field("output", "str"), *ESTIMATE_FIELDS],
                            signature={"verdict", "output"})
 """A ``fix`` row: the fixed copy written (``output``) and the estimate."""
+
+ESTIMATE_RECORDS = {"score": SCORE_RECORD, "fix": FIX_RECORD}
+"""The reports that hold estimates (what ``report html`` and ``fix --from-report`` read)."""
