@@ -876,3 +876,15 @@ def _attempt(job: Job, found: Fingerprint | None, work: Work, reraise: bool) -> 
             raise
         return _error_record(job, f"an internal error in lipsync-fix: "
                                   f"{type(exc).__name__}: {exc}")
+
+
+def likely_to_run(jobs: Sequence[Job], report: Path | None, force: bool) -> list[Job]:
+    """The jobs :func:`run_batch` will probably work on: all but those its journal holds
+    as done (with their output there). A hint for reading inputs ahead, never a
+    decision: run_batch decides, and a wrong guess costs only time."""
+    if force or report is None:
+        return list(jobs)
+    done = Journal.beside(report).read()
+    return [job for job in jobs
+            if "error" in done.get(str(job.input), {"error": None})
+            or (job.output is not None and not job.output.exists())]

@@ -16,6 +16,7 @@ from lipsync_fix.features.mel import log_mel_spectrogram
 from lipsync_fix.features.visual import frames_from_stacked
 from lipsync_fix.models import load_model
 from lipsync_fix.sync import SyncOptions, estimate_sync
+from lipsync_fix.sync.pipeline import FolderEstimates
 from lipsync_fix.sync.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
 
 pytestmark = [pytest.mark.cuda,
@@ -69,3 +70,25 @@ def test_estimate_on_cuda_finds_the_delay(tmp_path):
                         SyncOptions(precision="fp32", face_box=box))
     assert abs(gpu.audio_delay_ms - 200.0) <= 40.0 and gpu.precision == "bf16"
     assert abs(gpu.audio_delay_ms - cpu.audio_delay_ms) <= 40.0
+
+
+@pytest.mark.skipif(not _has_ffmpeg() or not haar_available(),
+                    reason="needs ffmpeg and OpenCV's Haar detector")
+def test_a_folder_batched_on_cuda_gives_each_clips_own_estimate(tmp_path):
+    """Three clips whose windows share forward passes (the default on a GPU) give the
+    estimates each gives alone, with fewer encoder passes than requests."""
+    paths = []
+    for seed in (51, 52, 53):
+        clip = make_talking_head(seed, duration_s=4.0, audio_delay_ms=120.0)
+        paths.append(tmp_path / f"c{seed}.mp4")
+        media.write_video(paths[-1], clip.frames, clip.fps, audio=clip.audio,
+                          sample_rate=16000)
+    model = load_model("demo-small", "cuda")
+    options = SyncOptions(device="cuda", precision="fp32")
+    alone = [estimate_sync(p, model, options) for p in paths]
+    with FolderEstimates(paths, model, options, workers=1, at_once=3) as estimates:
+        together = [estimates.estimate(p) for p in paths]
+        batcher = estimates._batcher
+    assert batcher.forward_passes < batcher.requests
+    for a, b in zip(alone, together, strict=True):
+        assert abs(a.audio_delay_ms - b.audio_delay_ms) < 1.0

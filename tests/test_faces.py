@@ -326,3 +326,87 @@ def test_real_clips_keep_the_face(name, haar) -> None:
     assert result.n_faces == 1
     widths = result.boxes[result.has_face, 2]
     assert widths.max() < 1.4 * widths.min()  # one face, no jumps to background
+
+
+# ---------------------------------------------------------------- following between detections
+
+
+def test_follower_finds_a_moved_face_to_a_fraction_of_a_pixel(astronaut, haar) -> None:
+    canvas = np.full((512, 760, 3), 90, np.uint8)
+    first = paste(canvas, astronaut, 100, 0)
+    box = haar.detect(first)[0]
+    follower = faces.FaceFollower()
+    follower.anchor(7, first, box)
+    for dx, dy in ((5, 0), (-9, 3), (17, -6)):
+        moved = np.roll(first, (dy, dx), axis=(0, 1))
+        found, confidence = follower.follow(7, moved, box)
+        assert confidence > 0.95
+        assert found.x == pytest.approx(box.x + dx, abs=0.5)
+        assert found.y == pytest.approx(box.y + dy, abs=0.5)
+        assert (found.w, found.h) == (box.w, box.h)
+    # where the face was, there is now only a wall: the follow says it is not sure
+    _, confidence = follower.follow(7, canvas, box)
+    assert confidence < faces.follow.MIN_CONFIDENCE
+    assert follower.follow(8, first, box) is None  # a face it never saw
+    follower.forget(set())
+    assert follower.follow(7, first, box) is None
+
+
+class CountingHaar(faces.HaarFaceDetector):
+    """The Haar detector, counting full scans (detect, rescan) and local searches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = {"detect": 0, "rescan": 0, "near": 0}
+
+    def detect(self, frame_bgr):
+        self.calls["detect"] += 1
+        return super().detect(frame_bgr)
+
+    def rescan(self, frame_bgr):
+        self.calls["rescan"] += 1
+        return super().rescan(frame_bgr)
+
+    def detect_near(self, frame_bgr, box):
+        self.calls["near"] += 1
+        return super().detect_near(frame_bgr, box)
+
+
+def test_followed_face_needs_few_detections_and_keeps_its_boxes(astronaut) -> None:
+    canvas = np.full((512, 760, 3), 90, np.uint8)
+    frames = np.stack([paste(canvas, astronaut, 3 * i, 0) for i in range(75)])
+    counted = CountingHaar()
+    followed = faces.extract_face_crops(chunks(frames), counted, fps=25.0)
+    looked = faces.extract_face_crops(chunks(frames), CountingHaar(), fps=25.0, follow=False)
+    # one scan at the start, a rescan each second; the 22 other looks are follows
+    assert counted.calls == {"detect": 1, "rescan": 2, "near": 0}
+    assert followed.face_coverage == 1.0 and len(followed.tracks) == 1
+    width = looked.boxes[:, 2].mean()
+    assert np.abs(followed.boxes - looked.boxes).max() < 0.05 * width
+    centre = followed.boxes[:, 0] + followed.boxes[:, 2] / 2
+    inner = np.diff(centre)[3:-5]  # the ends are held and smoothed over fewer frames
+    assert np.abs(inner - 3).max() < 0.5  # smooth: the face moves 3 px a frame
+
+
+def test_a_face_the_follow_loses_is_detected_again(astronaut) -> None:
+    """The face gives way to something else mid-shot (here: noise): the follow's
+    confidence drops, the detector is asked near the last box, and the track ends
+    instead of following the wrong thing."""
+    canvas = np.full((512, 760, 3), 90, np.uint8)
+    face = paste(canvas, astronaut, 100, 0)
+    noise = np.random.default_rng(5).integers(0, 256, astronaut.shape, dtype=np.uint8)
+    frames = np.stack([face] * 20 + [paste(canvas, noise, 100, 0)] * 20)
+    counted = CountingHaar()
+    result = faces.extract_face_crops(chunks(frames), counted, fps=25.0, detect_cuts=False)
+    assert counted.calls["near"] >= 4  # each look after the change
+    assert result.has_face[:20].all() and not result.has_face[24:].any()
+
+
+def test_rescan_finds_large_faces_on_a_small_frame(astronaut, haar) -> None:
+    wide = paste(background("coffee", 960, 540), face_patch(astronaut), 300, 150)
+    (full,) = haar.detect(wide)
+    (quick,) = haar.rescan(wide)
+    assert quick.iou(full) > 0.8
+    noise = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    assert haar.rescan(noise) == []
+    assert faces.HaarFaceDetector(coarse_side=None).rescan(wide)[0].iou(full) > 0.99

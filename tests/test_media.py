@@ -93,6 +93,18 @@ def test_iter_video_frames_resamples_30fps_to_25fps_in_bounded_chunks():
     assert small.flags.writeable
 
 
+@needs_shared
+def test_large_frames_come_in_smaller_chunks(monkeypatch):
+    """A chunk never exceeds CHUNK_BYTES (a fresh mmap per huge block costs more than the
+    frames), and the chunking does not change the frames."""
+    whole = np.concatenate(list(media.iter_video_frames(CHAPLIN, max_side=256)))
+    frame_bytes = whole[0].nbytes
+    monkeypatch.setattr("lipsync_fix.media.decode.CHUNK_BYTES", 3 * frame_bytes + 1)
+    chunks = list(media.iter_video_frames(CHAPLIN, chunk_frames=64, max_side=256))
+    assert max(len(c) for c in chunks) == 3
+    np.testing.assert_array_equal(np.concatenate(chunks), whole)
+
+
 def test_frames_and_audio_start_together_when_the_audio_stream_starts_late(tmp_path):
     clip, late, fixed = tmp_path / "clip.mp4", tmp_path / "late.mp4", tmp_path / "fixed.mp4"
     _flash_and_click_clip(clip)

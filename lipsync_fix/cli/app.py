@@ -225,6 +225,10 @@ Detector = Annotated[DetectorName, typer.Option(help="Face detector.")]
 FaceBox = Annotated[str | None, typer.Option(help="Fixed face region x,y,w,h (pixels).")]
 Report = Annotated[Path | None, typer.Option(
     help="Write a .csv or .jsonl report (resumable: a rerun continues it).")]
+Workers = Annotated[int | None, typer.Option(
+    min=0, show_default=False,
+    help="Processes that read a folder's next clips while one is scored [default: one "
+         "per core but one; 0: none].")]
 Shard = Annotated[str | None, typer.Option(
     help="Process only shard K/N of the sorted inputs (for job arrays).")]
 Inputs = Annotated[list[Path], typer.Argument(help="Videos or folders of videos.")]

@@ -33,6 +33,7 @@ from lipsync_fix.cli.app import (
     Report,
     Session,
     Shard,
+    Workers,
     app,
     check_face_box,
     echo_record,
@@ -50,6 +51,7 @@ from lipsync_fix.features.constants import FRAME_MS
 from lipsync_fix.files import unchanged_while
 from lipsync_fix.models.registry import default_model_name, default_model_notice
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
+from lipsync_fix.sync.pipeline import FolderEstimates
 from lipsync_fix.sync.plot import plot_scores, require_matplotlib
 from lipsync_fix.sync.records import FIX_RECORD, SCORE_RECORD
 from lipsync_fix.sync.timeline import TimelineOptions, delay_words
@@ -73,6 +75,21 @@ MAX_SHIFT_MS = 24 * 3600 * 1000.0  # a day: anything longer is a typo, not a del
 REPORT_THUMBNAIL_PX = 96
 """A report's rows keep one scored crop this long (a Wav2Lip crop's lower half, 96 x 48,
 as it is: ~2 KB of base64 JPEG), for the review page (``report html``)."""
+
+
+def _estimates(jobs, model, options: SyncOptions, report, force,
+               workers: int | None) -> FolderEstimates:
+    """The estimates of a batch's inputs: the next ones read ahead by worker processes
+    when there are several (none for one input: nothing to overlap)."""
+    ahead = batch.likely_to_run(jobs, report, force) if len(jobs) > 1 else []
+
+    def estimate(path, model, options, progress=None):
+        return estimate_sync(path, model, options, progress)
+
+    if len(ahead) < 2:
+        return FolderEstimates([], model, options, workers=0, at_once=1, estimate=estimate)
+    return FolderEstimates([job.input for job in ahead], model, options, workers=workers,
+                           estimate=estimate)
 
 
 def _run(jobs, work, report, force, json_lines, quiet, describe,
@@ -143,6 +160,7 @@ def fix_command(
     json_lines: Json = False,
     report: Report = None,
     shard: Shard = None,
+    workers: Workers = None,
     quiet: Quiet = False,
 ) -> None:
     """Measure each video's audio delay and write a copy with the audio moved into sync.
@@ -175,7 +193,7 @@ def fix_command(
         assert job.output is not None
         # the container's own check, before minutes of measuring
         media.check_rewrite(job.input, job.output, force, folder_made_later=True)
-        estimate = estimate_sync(job.input, model, options, progress)
+        estimate = estimates.estimate(job.input, progress, job.fingerprint)
         job.check_unchanged()  # the fix must be made of the file that was measured
         fix_video(job.input, batch.make_output_folder(job.output), estimate, force=force,
                   apply_uncertain=apply_uncertain)
@@ -184,7 +202,8 @@ def fix_command(
     def describe(record: dict) -> str:
         return f"{SyncEstimate.from_json(record).describe()} -> wrote {record['output']}"
 
-    _run(jobs, work, report, force, json_lines, quiet, describe, provenance)
+    with _estimates(jobs, model, options, report, force, workers) as estimates:
+        _run(jobs, work, report, force, json_lines, quiet, describe, provenance)
 
 
 @app.command("score")
@@ -207,6 +226,7 @@ def score_command(
     report: Report = None,
     shard: Shard = None,
     force: Force = False,
+    workers: Workers = None,
     quiet: Quiet = False,
 ) -> None:
     """Estimate each video's audio delay without writing a video."""
@@ -224,7 +244,7 @@ def score_command(
     provenance = batch.Provenance(SCORE_RECORD, model_identity(model), result_options(options))
 
     def work(job: batch.Job, progress) -> dict:
-        estimate = estimate_sync(job.input, model, options, progress)
+        estimate = estimates.estimate(job.input, progress, job.fingerprint)
         if job.output is None:
             return estimate.to_json()
         job.check_unchanged()
@@ -235,7 +255,8 @@ def score_command(
         line = SyncEstimate.from_json(record).describe()
         return f"{line} -> plot {record['plot']}" if record.get("plot") else line
 
-    _run(jobs, work, report, force, json_lines, quiet, describe, provenance)
+    with _estimates(jobs, model, options, report, force, workers) as estimates:
+        _run(jobs, work, report, force, json_lines, quiet, describe, provenance)
 
 
 @app.command("shift")

@@ -34,6 +34,7 @@ from lipsync_fix.compute import resolve_device
 from lipsync_fix.data.preprocess import preprocess_folder
 from lipsync_fix.data.synth import write_synthetic_dataset
 from lipsync_fix.errors import OutputError, OutputExistsError, UsageError
+from lipsync_fix.evaluation.bench_folder import BENCH_COMMANDS, run_folder_benchmark
 from lipsync_fix.evaluation.bench_main_job import run_main_job_benchmark
 from lipsync_fix.evaluation.bench_scorer import run_scorer_benchmark
 from lipsync_fix.evaluation.golden import check_against_reference
@@ -353,14 +354,25 @@ def bench_main_job(
     fixed_face: Annotated[bool, typer.Option(
         help="Give the long runs the clips' known face box (no face detection timed).")] =
         False,
+    front_end: Annotated[bool, typer.Option(
+        help="Also time the front end alone on 20 s of 720p and 1080p.")] = True,
+    front_end_only: Annotated[bool, typer.Option(
+        help="Time only the front end (a minute, not an hour).")] = False,
     json_line: Json = False,
 ) -> None:
     """The default (sampled) estimate against scoring every window: accuracy on known
     delays, time per second of video, peak memory."""
     result = run_main_job_benchmark(work_dir, long_minutes, device, precision, sweep, memory,
-                                    log=note, fixed_face=fixed_face)
+                                    log=note, fixed_face=fixed_face, front_end=front_end,
+                                    front_end_only=front_end_only)
     s = result.summary
     if json_line:
+        print_json(s)
+        return
+    for run in result.front_end:
+        say(f"{run['what']}: {run['fps']:.0f} frames/s, {run['times_real_time']:.2f}x "
+            f"real time")
+    if front_end_only:
         print_json(s)
         return
     say(f"device {result.device}, precision {result.precision}")
@@ -375,3 +387,57 @@ def bench_main_job(
         f"when settled ({s['speedup']:.1f}x / {s['speedup_settled']:.1f}x faster); "
         f"60 s clip {s['fast_60s_x_realtime']:.2f}x / "
         f"{s['fast_60s_x_realtime_settled']:.2f}x; peak RSS {s['peak_rss_mb']:.0f} MB")
+
+
+@bench_app.command("folder")
+def bench_folder(
+    folder: Annotated[Path | None, typer.Option(
+        help="A folder of clips to score [default: generated clips].")] = None,
+    work_dir: Annotated[Path, typer.Option(
+        help="Where generated clips and built models are written (kept for reruns).")] =
+        Path("bench_folder"),
+    clips: Annotated[int, typer.Option(min=1, help="Generated clips.")] = 12,
+    seconds: Annotated[float, typer.Option(
+        min=1.2, max=600.0, help="Length of each generated clip.")] = 3.0,
+    size: Annotated[int, typer.Option(
+        min=96, max=4096, help="Side of the generated square frames.")] = 256,
+    checkpoint: Annotated[str, typer.Option(
+        "--checkpoint", "-c",
+        help="Registry name or path; mtd-size (MTDVocaLiST's widths, random weights) or "
+             "syncnet-v2-rule (SyncNet with the golden rule's weights) are built here.")] =
+        "demo-small",
+    command: Annotated[str, typer.Option(help="score or lse.")] = "score",
+    workers: Annotated[int | None, typer.Option(
+        min=0, help="Front-end workers of the pipeline [default: the machine's].")] = None,
+    per_file: Annotated[bool, typer.Option(
+        help="Also run one process per file (the slowest way).")] = True,
+    per_file_clips: Annotated[int | None, typer.Option(
+        min=1, help="Run one process per file on only this many clips (figures per "
+                    "clip) [default: all].")] = None,
+    device: Device = "cpu",
+    json_line: Json = False,
+) -> None:
+    """A folder of short clips: the folder pipeline against one process per file and one
+    process without workers, side by side (clips per second, x real time, peak RSS)."""
+    if command not in BENCH_COMMANDS:
+        raise UsageError(f"--command must be {' or '.join(BENCH_COMMANDS)}, not {command!r}")
+    if folder is not None and not folder.is_dir():
+        raise UsageError(f"--folder {folder} is not a folder")
+    result = run_folder_benchmark(work_dir, folder=folder, clips=clips, seconds=seconds,
+                                  size=size, model=checkpoint, command=command,
+                                  device=device, workers=workers, per_file=per_file,
+                                  per_file_clips=per_file_clips, log=note)
+    if json_line:
+        print_json(result.to_json())
+        return
+    s = result.summary
+    say(f"{result.clips} clips, {result.video_s:.0f} s of video, {checkpoint}, {command}, "
+        f"device {device}")
+    for way in result.ways:
+        say(f"{way['name']:12s} {way['s_per_clip']:.2f} s per clip, "
+            f"{way['clips_per_s']:.2f} clips/s, {way['times_real_time']:.2f}x real time, "
+            f"peak RSS {way['peak_rss_mb']:.0f} MB")
+    if s["speedup_vs_per_file"] is not None:
+        say(f"best: {s['speedup_vs_per_file']:.2f}x the clips per second of one process "
+            f"per file, {s['speedup_vs_one_process']:.2f}x one process without workers")
+    print_json(s)

@@ -16,7 +16,11 @@ Both run on the same inputs, so the figures are ratios measured side by side:
   at its budget (the worst case) and at the number of segments the trained model needed
   on the sweep (what a settled clip costs);
 * **memory** (optional) - peak RSS of the sampled estimate on an hour of 720p video and on
-  a 4K clip.
+  a 4K clip;
+* **front end** - the front end alone (probe, audio, decoding at the analysis size, faces
+  found, followed and cropped) over every segment of a 20 s clip at 720p and at 1080p,
+  as ``--exhaustive`` reads them: frames per second and how many times real time, and
+  the CPU seconds of this process and of ffmpeg.
 
 The last line printed is one JSON object with ``speedup``, ``agreement``,
 ``fast_x_realtime``, ``exhaustive_x_realtime``, ``peak_rss_mb``, ``device``, ``precision``.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,9 +46,13 @@ from lipsync_fix.compute import autocast_dtype, resolve_device
 from lipsync_fix.data.synth import make_talking_head
 from lipsync_fix.errors import UsageError
 from lipsync_fix.evaluation.golden import golden_model
-from lipsync_fix.features.constants import FRAME_MS
+from lipsync_fix.features.constants import FRAME_MS, FRAMES_PER_WINDOW
+from lipsync_fix.features.inputs import WAV2LIP
 from lipsync_fix.models import load_model, save_checkpoint
 from lipsync_fix.sync import SyncOptions, estimate_sync
+from lipsync_fix.sync.estimate import segment_starts
+from lipsync_fix.sync.frontend import ClipReader
+from lipsync_fix.sync.scoring import num_windows
 
 SWEEP_DELAYS_MS = (-400.0, -200.0, -80.0, 0.0, 120.0, 200.0, 400.0)
 SWEEP_SEEDS = (2030, 2031, 2032)
@@ -76,6 +85,7 @@ class MainJobBenchmark:
     agreement: float = 0.0
     segments_needed_median: float = 0.0
     runs: list[dict] = field(default_factory=list)
+    front_end: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -157,6 +167,47 @@ def run_sweep(log: Log, seconds: float = 10.0, device: str = "cpu",
     }
 
 
+def time_front_end(path: Path, what: str) -> dict:
+    """The front end alone over every segment of ``path`` (see the module docstring),
+    with no read-ahead thread, so the figure is the front end's own."""
+    start, cpu = time.perf_counter(), time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    reader = ClipReader(path, WAV2LIP)
+    t = FRAMES_PER_WINDOW
+    per_segment = 25 - t + 1
+    n_rows = num_windows(reader.n_frames, reader.n_samples, t)
+    starts = segment_starts(n_rows, per_segment, partial=True)
+    frames = faces = 0
+    for segment in reader.segments_in_order(starts, per_segment + t - 1, ahead=0):
+        fresh = segment.has_face[t - 1 if segment.first else 0 :]  # overlaps counted once
+        frames += len(fresh)
+        faces += int(fresh.sum())
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ffmpeg_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    return {"what": what, "seconds": round(seconds, 3), "video_s": round(reader.duration_s, 3),
+            "frames": frames, "fps": round(frames / seconds, 1),
+            "times_real_time": round(reader.duration_s / seconds, 3),
+            "cpu_s": round(time.process_time() - cpu, 3), "ffmpeg_cpu_s": round(ffmpeg_cpu, 3),
+            "face_share": round(faces / max(1, frames), 3)}
+
+
+def run_front_end_benchmark(work: Path, log: Log = print) -> list[dict]:
+    """The front end alone on 20 s of 720p and of 1080p (the clips are kept in ``work``)."""
+    work.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for width, height in ((1280, 720), (1920, 1080)):
+        clip = work / f"talk_20s_{height}p.mp4"
+        if not clip.is_file():
+            make_clip(clip, 20.0, 78, 120.0, (width, height))
+        runs.append(time_front_end(clip, f"front end, 20 s {height}p"))
+        r = runs[-1]
+        log(f"{r['what']}: {r['seconds']:.1f} s, {r['fps']:.0f} frames/s = "
+            f"{r['times_real_time']:.2f}x real time (CPU: {r['cpu_s']:.1f} s here, "
+            f"{r['ffmpeg_cpu_s']:.1f} s ffmpeg)")
+    return runs
+
+
 def timed_score(what: str, clip: Path, checkpoint: Path, video_s: float, *extra: str,
                 device: str = "cpu", precision: str = "auto", fixed_face: bool = False) -> Run:
     """``lipsync-fix score`` in a child process: its wall time and its own peak RSS."""
@@ -189,6 +240,8 @@ def run_main_job_benchmark(
     memory: bool = False,
     log: Log = print,
     fixed_face: bool = False,
+    front_end: bool = True,
+    front_end_only: bool = False,
 ) -> MainJobBenchmark:
     """Everything in the module docstring; ``work`` holds the generated clips.
     ``fixed_face`` gives the long runs the clip's known face box instead of detecting it
@@ -199,6 +252,16 @@ def run_main_job_benchmark(
     work.mkdir(parents=True, exist_ok=True)
     used = "bf16" if autocast_dtype(dev, precision) is not None else "fp32"
     result = MainJobBenchmark(device=str(dev), precision=used)
+    if front_end or front_end_only:
+        result.front_end = run_front_end_benchmark(work, log)
+        result.summary["front_end_720p_times_real_time"] = \
+            result.front_end[0]["times_real_time"]
+        result.summary["front_end_720p_fps"] = result.front_end[0]["fps"]
+        result.summary["front_end_1080p_times_real_time"] = \
+            result.front_end[1]["times_real_time"]
+        result.summary["front_end_1080p_fps"] = result.front_end[1]["fps"]
+    if front_end_only:
+        return result
     settled = 10
     if sweep:
         found = run_sweep(log, device=device, precision=precision, work=work)
@@ -238,6 +301,7 @@ def run_main_job_benchmark(
     result.runs = [asdict(r) | {"x_realtime": r.x_realtime} for r in runs]
     exhaustive, long_budget, long_settled = runs[0], runs[3], runs[4]
     result.summary = {
+        **result.summary,
         "speedup": exhaustive.x_realtime / long_budget.x_realtime,
         "speedup_settled": exhaustive.x_realtime / long_settled.x_realtime,
         "agreement": result.agreement,

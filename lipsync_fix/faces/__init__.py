@@ -1,6 +1,7 @@
 """The second stage: find the speaking face, track it across frames and shots, crop it.
 
-``boxes`` (geometry), ``detectors`` (Haar, S3FD, a fixed box), ``scenes`` (cuts),
+``boxes`` (geometry), ``detectors`` (Haar, S3FD, a fixed box), ``follow`` (a face followed
+by its appearance between detections), ``scenes`` (cuts),
 ``tracking`` (linking detections, choosing the speaker), ``crop`` (the authors' crop
 recipe) and ``pipeline`` (all of them over a stream of frames in one pass).
 """
@@ -21,6 +22,7 @@ from lipsync_fix.faces.detectors import (
     s3fd_to_haar,
     s3fd_weights_path,
 )
+from lipsync_fix.faces.follow import FaceFollower
 from lipsync_fix.faces.pipeline import FaceCropper, FaceCrops, extract_face_crops
 from lipsync_fix.faces.scenes import SceneCutDetector, detect_scene_cuts
 from lipsync_fix.faces.tracking import (
@@ -41,6 +43,7 @@ __all__ = [
     "FaceCropper",
     "FaceCrops",
     "FaceDetector",
+    "FaceFollower",
     "FaceTrack",
     "FixedBoxDetector",
     "HaarFaceDetector",

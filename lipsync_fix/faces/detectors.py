@@ -64,6 +64,49 @@ class RegionFaceDetector(FaceDetector, Protocol):
     recover it on frames where the full-frame scan missed it.
     """
 
+    def _frontal_scan(self, gray: np.ndarray) -> list[Box]:
+        """Faces of at least ``min_face`` in ``gray``: the first frontal cascade that finds
+        one wins; weak hits need another cascade's confirmation."""
+        sizes = self._scan_sizes(gray)
+        for index, cascade in enumerate(self._frontal):
+            found = [box for box in self._run(cascade, gray, self.scale_factor, sizes)
+                     if self._confirmed(gray, box, index)]
+            if found:
+                return found
+        return []
+
+    def _scan_sizes(self, gray: np.ndarray) -> tuple[int, int]:
+        return max(20, round(self.min_face * min(gray.shape))), max(gray.shape)
+
+    def _confirmed(self, gray: np.ndarray, box: Box, index: int) -> bool:
+        """A hit of cascade ``index`` is a face when strong, or when another frontal
+        cascade finds one at the same place and size."""
+        others = self._frontal[:index] + self._frontal[index + 1 :]
+        return box.score >= self.strong_neighbors or \
+            self._search_near(others, gray, box) is not None
+
+    def _coarse(self, gray: np.ndarray) -> list[Box]:
+        """Faces found on a ``coarse_side`` copy of ``gray``, then found again and checked
+        near that place in ``gray`` itself (its pixels); empty when there is none."""
+        if self.coarse_side is None or max(gray.shape) <= self.coarse_side:
+            return []
+        small, factor = downscale(gray, self.coarse_side)
+        sizes = (20, max(small.shape))
+        candidates: list[Box] = []
+        for cascade in self._frontal:
+            candidates = self._run(cascade, small, self.scale_factor, sizes)
+            if candidates:
+                break
+        found = []
+        for candidate in non_max_suppression(candidates):
+            for index, cascade in enumerate(self._frontal):
+                hits = self._search_near([cascade], gray, candidate.scaled(1 / factor),
+                                         self.scale_factor)
+                if hits is not None and self._confirmed(gray, hits, index):
+                    found.append(hits)
+                    break
+        return found
+
     def detect_near(self, frame_bgr: np.ndarray, box: Box) -> list[Box]:
         """Faces of about ``box``'s size near ``box`` (S3FD geometry, full-frame pixels)."""
         ...
@@ -129,6 +172,16 @@ class HaarFaceDetector:
     place and size; small faces, which score low too, pass that check easily. Boxes come
     back in S3FD geometry (:func:`haar_to_s3fd`). :meth:`detect_near` re-finds a tracked
     face in a small window for a few milliseconds.
+
+    :meth:`rescan` is the cheaper scan a tracker runs now and then for faces that come
+    into view: it looks on a smaller frame first (``coarse_side`` pixels, a quarter of
+    the pixels of ``max_side``), since the smallest faces cost most of a scan (a
+    cascade's window visits every position at every scale, and small scales have the
+    most positions) while a face that matters is large. Each face found there is looked
+    for again at ``max_side`` near where it was found and kept by the rule above, so its
+    box is as precise as a full scan's; only when the small frame shows no face is the
+    whole frame scanned. A small face beside a large one is not seen by a rescan, which
+    is why the first scan of a stream is always :meth:`detect`.
     """
 
     def __init__(
@@ -140,8 +193,10 @@ class HaarFaceDetector:
         min_neighbors: int = 3,
         strong_neighbors: int = 10,
         profile: bool = False,
+        coarse_side: int | None = 240,
     ) -> None:
         self.max_side = max_side
+        self.coarse_side = coarse_side
         self.min_face = min_face
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
@@ -150,23 +205,66 @@ class HaarFaceDetector:
         self._profile = _load_cascade(PROFILE_CASCADE) if profile else None
 
     def detect(self, frame_bgr: np.ndarray) -> list[Box]:
+        return self._scan(frame_bgr, coarse=False)
+
+    def rescan(self, frame_bgr: np.ndarray) -> list[Box]:
+        """Like :meth:`detect`, but large faces are looked for on a smaller frame first
+        (see the class docstring); 2-3 times cheaper where a face is in view."""
+        return self._scan(frame_bgr, coarse=True)
+
+    def _scan(self, frame_bgr: np.ndarray, coarse: bool) -> list[Box]:
         gray, scale = self._prepare(frame_bgr)
-        sizes = (max(20, round(self.min_face * min(gray.shape))), max(gray.shape))
-        found: list[Box] = []
-        for index, cascade in enumerate(self._frontal):
-            others = self._frontal[:index] + self._frontal[index + 1 :]
-            found = [
-                box
-                for box in self._run(cascade, gray, self.scale_factor, sizes)
-                if box.score >= self.strong_neighbors
-                or self._search_near(others, gray, box) is not None
-            ]
-            if found:
-                break
+        found = self._coarse(gray) if coarse else []
+        if not found:
+            found = self._frontal_scan(gray)
         if not found and self._profile is not None:
+            sizes = self._scan_sizes(gray)
             found = self._run(self._profile, gray, self.scale_factor, sizes)
             found += self._run(self._profile, gray, self.scale_factor, sizes, mirrored=True)
         return [haar_to_s3fd(box.scaled(1 / scale)) for box in non_max_suppression(found)]
+
+    def _frontal_scan(self, gray: np.ndarray) -> list[Box]:
+        """Faces of at least ``min_face`` in ``gray``: the first frontal cascade that finds
+        one wins; weak hits need another cascade's confirmation."""
+        sizes = self._scan_sizes(gray)
+        for index, cascade in enumerate(self._frontal):
+            found = [box for box in self._run(cascade, gray, self.scale_factor, sizes)
+                     if self._confirmed(gray, box, index)]
+            if found:
+                return found
+        return []
+
+    def _scan_sizes(self, gray: np.ndarray) -> tuple[int, int]:
+        return max(20, round(self.min_face * min(gray.shape))), max(gray.shape)
+
+    def _confirmed(self, gray: np.ndarray, box: Box, index: int) -> bool:
+        """A hit of cascade ``index`` is a face when strong, or when another frontal
+        cascade finds one at the same place and size."""
+        others = self._frontal[:index] + self._frontal[index + 1 :]
+        return box.score >= self.strong_neighbors or \
+            self._search_near(others, gray, box) is not None
+
+    def _coarse(self, gray: np.ndarray) -> list[Box]:
+        """Faces found on a ``coarse_side`` copy of ``gray``, then found again and checked
+        near that place in ``gray`` itself (its pixels); empty when there is none."""
+        if self.coarse_side is None or max(gray.shape) <= self.coarse_side:
+            return []
+        small, factor = downscale(gray, self.coarse_side)
+        sizes = (20, max(small.shape))
+        candidates: list[Box] = []
+        for cascade in self._frontal:
+            candidates = self._run(cascade, small, self.scale_factor, sizes)
+            if candidates:
+                break
+        found = []
+        for candidate in non_max_suppression(candidates):
+            for index, cascade in enumerate(self._frontal):
+                hits = self._search_near([cascade], gray, candidate.scaled(1 / factor),
+                                         self.scale_factor)
+                if hits is not None and self._confirmed(gray, hits, index):
+                    found.append(hits)
+                    break
+        return found
 
     def detect_near(self, frame_bgr: np.ndarray, box: Box) -> list[Box]:
         gray, scale = self._prepare(frame_bgr)
@@ -178,9 +276,12 @@ class HaarFaceDetector:
         return cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)), scale
 
     def _search_near(
-        self, cascades: Sequence[cv2.CascadeClassifier], gray: np.ndarray, box: Box
+        self, cascades: Sequence[cv2.CascadeClassifier], gray: np.ndarray, box: Box,
+        scale_factor: float = REGION_SCALE_FACTOR,
     ) -> Box | None:
-        """The best face of about ``box``'s size around it (Haar geometry, ``gray`` pixels)."""
+        """The best face of about ``box``'s size around it (Haar geometry, ``gray``
+        pixels). The fine default steps recover a face a full scan missed; with a full
+        scan's ``scale_factor`` the neighbour count is comparable to a full scan's."""
         side = (box.w + box.h) / 2
         cx, cy = box.center
         half = REGION_MARGIN * side
@@ -191,7 +292,7 @@ class HaarFaceDetector:
         if min(x2 - x1, y2 - y1) < sizes[0]:
             return None
         for cascade in cascades:
-            found = self._run(cascade, gray[y1:y2, x1:x2], REGION_SCALE_FACTOR, sizes)
+            found = self._run(cascade, gray[y1:y2, x1:x2], scale_factor, sizes)
             if found:
                 best = max(found, key=lambda b: b.score)
                 return Box(best.x + x1, best.y + y1, best.w, best.h, best.score)

@@ -8,11 +8,14 @@ land in rows 48..95 the way they did in training. This module reproduces that ge
 
 Pipeline (all of it streaming, so an hour of video never sits in memory):
 
-1. detection on a downscaled copy of every ``detect_every``-th frame (and on every frame
-   that starts a new shot) with a :class:`FaceDetector`: OpenCV Haar cascades by default
-   (offline, fast on a 2-core CPU; boxes converted to S3FD geometry, tracked faces searched
-   for near their last box), the S3FD detector of ``face-alignment`` when installed with
-   its weights cached, or a fixed user-given box;
+1. detection on a downscaled copy of the first frame and of every frame that starts a new
+   shot, with a :class:`FaceDetector`: OpenCV Haar cascades by default (offline, fast on a
+   2-core CPU; boxes converted to S3FD geometry), the S3FD detector of ``face-alignment``
+   when installed with its weights cached, or a fixed user-given box. On every
+   ``detect_every``-th frame in between, each tracked face is followed by its appearance
+   (:class:`~lipsync_fix.faces.follow.FaceFollower`) and detected again near its last box
+   only when the follow's confidence drops; the whole frame is scanned again every
+   ``rescan_s`` (on a smaller frame first, :meth:`HaarFaceDetector.rescan`);
 2. tracking (:func:`track_faces`): detections are linked across frames by overlap, gaps of
    up to ``max_gap`` frames are bridged by linear interpolation, scene cuts
    (:class:`SceneCutDetector`) end all tracks, and boxes are averaged over 5 frames as the
@@ -43,7 +46,13 @@ import numpy as np
 from lipsync_fix.errors import NoFaceError
 from lipsync_fix.faces.boxes import Box, non_max_suppression
 from lipsync_fix.faces.crop import WAV2LIP_PADS, WAV2LIP_SIZE, crop_face
-from lipsync_fix.faces.detectors import FaceDetector, RegionFaceDetector, make_detector
+from lipsync_fix.faces.detectors import (
+    FaceDetector,
+    FixedBoxDetector,
+    RegionFaceDetector,
+    make_detector,
+)
+from lipsync_fix.faces.follow import FaceFollower
 from lipsync_fix.faces.scenes import SceneCutDetector
 from lipsync_fix.faces.tracking import (
     MIN_TRACK_FRAMES,
@@ -99,12 +108,15 @@ class FaceCropper:
     track's lips agree with the audio) calls :meth:`close` for all tracks, ranked, and
     :meth:`crops_for` with its choice.
 
-    Detection runs on every ``detect_every``-th frame and on the first frame of each shot.
-    With a :class:`RegionFaceDetector` (the Haar one) the whole frame is scanned only when
-    no face is tracked, at a cut and every ``rescan_s`` seconds (for faces that come into
-    view); in between each tracked face is looked for near its last box, which is several
-    times cheaper and also recovers faces the full scan misses. Other detectors scan the
-    whole frame every time.
+    Faces are looked for on every ``detect_every``-th frame and on the first frame of each
+    shot. The whole frame is scanned only when no face is tracked, at a cut and every
+    ``rescan_s`` seconds (for faces that come into view); in between each tracked face is
+    followed from its last detection by its appearance (:class:`FaceFollower`, under a
+    millisecond), and detected again when the follow's confidence drops: near its last
+    box with a :class:`RegionFaceDetector` (the Haar one, which also recovers faces the
+    full scan misses), by a full scan with other detectors. ``follow=False`` looks for
+    every tracked face with the detector instead (near its last box, or a full scan), as
+    before followers existed; a fixed box is never followed (finding it costs nothing).
 
     A frame is cropped once every track's box in it is final, ``max_gap + smooth_radius +
     1`` frames later, so memory holds that many full frames plus one crop per frame and
@@ -128,11 +140,14 @@ class FaceCropper:
         pad: tuple[int, int, int, int] = WAV2LIP_PADS,
         crop: CropFn | None = None,
         crop_shape: tuple[int, int, int] | None = None,
+        follow: bool = True,
     ) -> None:
         if detect_every < 1:
             raise ValueError("detect_every must be at least 1")
         self.detector = detector
         self._region = detector if isinstance(detector, RegionFaceDetector) else None
+        follow = follow and not isinstance(detector, FixedBoxDetector)
+        self._follower = FaceFollower() if follow else None
         self.detect_every = detect_every
         self._rescan = max(round(rescan_s * fps), detect_every)
         self.smooth_radius = smooth_radius
@@ -158,15 +173,19 @@ class FaceCropper:
     def n_frames(self) -> int:
         return self._n_frames
 
-    def feed(self, chunk: np.ndarray) -> None:
-        """Process a chunk ``(n, H, W, 3)`` (or one frame ``(H, W, 3)``) of uint8 BGR frames."""
+    def feed(self, chunk: np.ndarray, *, copy: bool = True) -> None:
+        """Process a chunk ``(n, H, W, 3)`` (or one frame ``(H, W, 3)``) of uint8 BGR frames.
+
+        Frames wait in the look-ahead until they are cropped; ``copy=False`` keeps the
+        caller's arrays there instead of copies (a decoder that hands out a fresh array
+        per chunk saves a copy of every frame), so the caller must not change them."""
         if self._tracks is not None:
             raise RuntimeError("FaceCropper.feed() called after the stream was closed")
         frames = chunk[None] if chunk.ndim == 3 else chunk
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"expected uint8 BGR frames (n, H, W, 3), got {chunk.shape}")
         for frame in frames:
-            self._push(frame)
+            self._push(frame, copy)
 
     def close(self) -> list[FaceTrack]:
         """End the stream; return every track found, most likely main speaker first."""
@@ -212,31 +231,68 @@ class FaceCropper:
             face_coverage=float(has_face.mean()) if n else 0.0,
         )
 
-    def _push(self, frame: np.ndarray) -> None:
+    def _push(self, frame: np.ndarray, copy: bool) -> None:
         index = self._n_frames
         self._n_frames += 1
         cut = self._cuts.update(frame) if self._cuts is not None else False
         if cut:
             self.cut_frames.append(index)
         boxes: list[Box] = []
-        if cut or index - self._last_detection >= self.detect_every:
-            boxes = self._detect(index, frame, cut)
+        followed: set[int] = set()
+        looked = cut or index - self._last_detection >= self.detect_every
+        if looked:
+            boxes, followed = self._detect(index, frame, cut)
             self._last_detection = index
         self._ended += self._linker.update(index, boxes, cut)
-        self._buffer.append((index, frame.copy()))
+        if looked and self._follower is not None:
+            self._anchor(index, frame, followed)
+        self._buffer.append((index, frame.copy() if copy else frame))
         self._emit(index - self._delay)
 
-    def _detect(self, index: int, frame: np.ndarray, cut: bool) -> list[Box]:
-        """Full-frame scan when due, plus a local search for each tracked face it missed."""
+    def _detect(self, index: int, frame: np.ndarray, cut: bool) -> tuple[list[Box], set[int]]:
+        """Full-frame scan when due, then each tracked face it missed: followed, or looked
+        for near its last box (or by a full scan) when the follow is not confident.
+        Returns the boxes and the ids of those that were followed, not detected."""
         boxes: list[Box] = []
-        tracking = self._region is not None and self._linker.active and not cut
-        if not tracking or index - self._last_scan >= self._rescan:
-            boxes = self.detector.detect(frame)
+        tracking = bool(self._linker.active) and not cut and (
+            self._region is not None or self._follower is not None)
+        scanned = not tracking or index - self._last_scan >= self._rescan
+        if scanned:  # a tracker's periodic scan may be the detector's cheaper rescan
+            scan = getattr(self.detector, "rescan", None) if tracking else None
+            boxes = (scan or self.detector.detect)(frame)
             self._last_scan = index
+        followed: list[Box] = []
         if tracking:
             for track in self._linker.unmatched(boxes):
-                boxes += self._region.detect_near(frame, track.last_box)
-        return non_max_suppression(boxes)
+                found = self._follow(track, frame)
+                if found is not None:
+                    followed.append(found)
+                elif self._region is not None:
+                    boxes += self._region.detect_near(frame, track.last_box)
+                elif not scanned:  # detect again: the follow lost this face
+                    boxes += self.detector.detect(frame)
+                    self._last_scan = index
+                    scanned = True
+        kept = non_max_suppression(boxes + followed)
+        return kept, {id(box) for box in followed if any(box is k for k in kept)}
+
+    def _follow(self, track: TrackBuilder, frame: np.ndarray) -> Box | None:
+        """The track's face followed into ``frame``, if the follow is confident."""
+        if self._follower is None:
+            return None
+        found = self._follower.follow(track.track_id, frame, track.last_box)
+        if found is None or found[1] < self._follower.min_confidence:
+            return None
+        return found[0]
+
+    def _anchor(self, index: int, frame: np.ndarray, followed: set[int]) -> None:
+        """Re-anchor every track detected in this frame; forget the tracks that ended."""
+        if self._follower is None:
+            return
+        for track in self._linker.active:
+            if track.last_detection == index and id(track.last_box) not in followed:
+                self._follower.anchor(track.track_id, frame, track.last_box)
+        self._follower.forget({t.track_id for t in self._linker.active})
 
     def _emit(self, upto: int) -> None:
         """Crop every buffered frame up to ``upto`` for each track that covers it."""
@@ -276,6 +332,7 @@ def extract_face_crops(
     detect_cuts: bool = True,
     crop: CropFn | None = None,
     crop_shape: tuple[int, int, int] | None = None,
+    follow: bool = True,
 ) -> FaceCrops:
     """Run a :class:`FaceCropper` over ``frame_chunks`` and return the main face's crops.
 
@@ -291,6 +348,7 @@ def extract_face_crops(
         detect_cuts=detect_cuts,
         crop=crop,
         crop_shape=crop_shape,
+        follow=follow,
     )
     for chunk in frame_chunks:
         cropper.feed(chunk)

@@ -57,7 +57,7 @@ from lipsync_fix.errors import (
 )
 from lipsync_fix.features.constants import FRAME_MS, FRAMES_PER_WINDOW, SAMPLE_RATE, VIDEO_FPS
 from lipsync_fix.features.inputs import recipe_for
-from lipsync_fix.sync.frontend import ClipReader, Progress, Segment
+from lipsync_fix.sync.frontend import ClipReader, Progress, Segment, open_reader
 from lipsync_fix.sync.scoring import (
     OUT_OF_RANGE,
     ScoreOptions,
@@ -500,12 +500,18 @@ def estimate_sync(
     model: nn.Module,
     options: SyncOptions | None = None,
     progress: Progress | None = None,
+    reader: ClipReader | None = None,
 ) -> SyncEstimate:
-    """Measure how late (or early) the audio of ``path`` is relative to the lips."""
+    """Measure how late (or early) the audio of ``path`` is relative to the lips.
+
+    ``reader`` is ``path`` already opened with the model's recipe and the options'
+    detector; by default it is opened here (or taken from a folder pipeline's prepared
+    readers, :func:`~lipsync_fix.sync.frontend.open_reader`)."""
     opts = options or SyncOptions()
     device = resolve_device(opts.device)
     recipe = recipe_for(model)
-    reader = ClipReader(path, recipe, opts.detector, opts.face_box)
+    if reader is None:
+        reader = open_reader(path, recipe, opts.detector, opts.face_box)
     t = int(getattr(model, "window_frames", FRAMES_PER_WINDOW))
     k = max(opts.context_frames, t)
     s = opts.max_shift
@@ -596,18 +602,15 @@ def thumbnail_uri(crop_bgr: np.ndarray, longest_side: int) -> str:
 def _sample(reader, evidence, score, opts: SyncOptions, n_rows: int, per_segment: int,
             t: int, voiced: np.ndarray, progress) -> None:
     """Score segments in rounds until the estimate is settled."""
-    starts = segment_starts(n_rows, per_segment, partial=False)
-    spoken = [i for i, a in enumerate(starts) if voiced[a : a + per_segment].mean() >= 0.25]
-    quiet = [i for i in range(len(starts)) if i not in set(spoken)]
-    order = [spoken[j] for j in spread_order(len(spoken))] + \
-        [quiet[j] for j in spread_order(len(quiet))]
+    order = sampling_order(n_rows, per_segment, voiced)
     budget = min(opts.max_segments, len(order))
     done, previous, stability = 0, None, 0.0
     while done < budget:
         take = opts.first_round if done == 0 else opts.round_size
-        for index in order[done : min(budget, done + take)]:
-            first = starts[index]
-            score(reader.segment(first, per_segment + t - 1), first, per_segment)
+        firsts = order[done : min(budget, done + take)]
+        for first, segment in zip(firsts, reader.segments(firsts, per_segment + t - 1),
+                                  strict=True):
+            score(segment, first, per_segment)
         done = min(budget, done + take)
         if progress:
             progress("segments", done, budget)
@@ -622,6 +625,34 @@ def _sample(reader, evidence, score, opts: SyncOptions, n_rows: int, per_segment
         if not constant:  # a slope needs more points than a level to be read as well
             budget = min(TIMELINE_BUDGET_FACTOR * opts.max_segments, len(order))
         previous = best
+
+
+def sampling_order(n_rows: int, per_segment: int, voiced: np.ndarray) -> list[int]:
+    """First windows of the segments a sampled estimate scores, in the order it scores
+    them: spread over the clip, those with a voice first."""
+    starts = segment_starts(n_rows, per_segment, partial=False)
+    spoken = [i for i, a in enumerate(starts) if voiced[a : a + per_segment].mean() >= 0.25]
+    quiet = [i for i in range(len(starts)) if i not in set(spoken)]
+    order = [spoken[j] for j in spread_order(len(spoken))] + \
+        [quiet[j] for j in spread_order(len(quiet))]
+    return [starts[i] for i in order]
+
+
+def first_reads(reader: ClipReader, window_frames: int, opts: SyncOptions
+                ) -> tuple[list[int], int]:
+    """The segments an estimate of ``reader``'s clip reads before it can stop: their
+    first frames in reading order, and their length in frames (none for a clip the
+    estimate refuses). What a folder pipeline reads ahead."""
+    t, k = window_frames, max(opts.context_frames, window_frames)
+    n_rows = num_windows(reader.n_frames, reader.n_samples, t)
+    per_segment = k - t + 1
+    if reader.n_frames < k or n_rows < per_segment:
+        return [], 0
+    if opts.exhaustive:
+        return segment_starts(n_rows, per_segment, partial=True), per_segment + t - 1
+    voiced = reader.voiced(n_rows, t, opts.min_voice_rms)
+    order = sampling_order(n_rows, per_segment, voiced) if voiced.any() else []
+    return order[: min(opts.first_round, opts.max_segments)], per_segment + t - 1
 
 
 def _timeline_settled(evidence: Evidence, options: TimelineOptions, duration_s: float) -> bool:

@@ -6,19 +6,29 @@ Decode at 25 fps and 16 kHz (media), track the speaker and cut the crops a model
 * :class:`ClipReader` serves the main job. It probes a video once, keeps its audio as
   16-bit samples (115 MB an hour), and decodes *segments* on demand: a few seconds from
   anywhere in the clip, after a seek (:meth:`ClipReader.segment`), or every segment in
-  order from one decoder (:meth:`ClipReader.segments_in_order`). Frames are scaled inside
-  ffmpeg (:data:`DECODE_MAX_SIDE`), only the part of each crop the model reads is kept
-  (uint8), and a segment's crops are dropped once it is scored: memory does not grow with
-  the video's length.
+  order from one decoder (:meth:`ClipReader.segments_in_order`), a background thread
+  reading the next segments while the caller scores this one (:func:`read_ahead`). Frames
+  are decoded once, scaled inside ffmpeg to the analysis size (:data:`ANALYSIS_MAX_SIDE`)
+  on which faces are both found and cropped; only the part of each crop the model reads is
+  kept (uint8), and a segment's crops are dropped once it is scored: memory does not grow
+  with the video's length. :meth:`ClipReader.preload` reads the first segments in
+  advance, in another process (a reader pickles without its detector), so that a folder's
+  next clips are ready when the model gets to them (:mod:`lipsync_fix.sync.pipeline`).
 * :func:`extract_features` reads a whole clip at once (separation works on whole clips).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import math
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +38,9 @@ from lipsync_fix.errors import NoFaceError
 from lipsync_fix.features.constants import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 from lipsync_fix.features.inputs import WAV2LIP, InputRecipe
 from lipsync_fix.features.visual import lower_half
+from lipsync_fix.files import Fingerprint
+
+T = TypeVar("T")
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: how far a long step is."""
@@ -37,9 +50,20 @@ DECODE_MAX_SIDE = 1280
 frame (25 MB) never reaches Python, and a face large enough to matter still spans more
 pixels than the 96 (or 224) of a crop."""
 
+ANALYSIS_MAX_SIDE = 960
+"""The main job decodes its frames once, at this size (longer side), and both finds the
+faces and cuts the crops on them. A talking head of 720p or 1080p keeps a face of 150-300
+pixels, still more than the 96 of a crop (the authors' training faces, from 160x160
+LRS2 video, had about 100), while ffmpeg's scaling and the pipe carry half the pixels of
+720p and a quarter of 1080p."""
+
 DECODE_CHUNK_FRAMES = 16
 """Frames per read from the decoder: with the face tracker's short look-ahead, all the
 full-size frames held at once."""
+
+READ_AHEAD = 2
+"""Segments a reader's background thread decodes and tracks ahead of the one being scored:
+the front end (ffmpeg, OpenCV) and the model then share the cores instead of taking turns."""
 
 
 @dataclass
@@ -71,19 +95,47 @@ class ClipReader:
         recipe: InputRecipe = WAV2LIP,
         detector: str = "auto",
         face_box: str | None = None,
-        max_side: int = DECODE_MAX_SIDE,
+        max_side: int = ANALYSIS_MAX_SIDE,
     ):
         self.path = Path(path)
         self.info = media.probe(self.path)
         media.require_video_and_audio(self.info)
         self.recipe = recipe
         self.max_side = max_side
-        self.detector = faces.make_detector(detector, face_box)
+        self.detector_args = (detector, face_box)
+        self._detector = faces.make_detector(detector, face_box)  # refuses a bad name now
         self.audio = media.decode_audio(self.path, SAMPLE_RATE, info=self.info, dtype="int16")
         duration = self.info.duration_s or len(self.audio) / SAMPLE_RATE
         # Frames the 25 fps grid is sure to hold (the container's duration may count the
         # last frame's full length, or the audio's, so a frame less is the safe count).
         self.n_frames = max(0, int(duration * VIDEO_FPS) - 1)
+        self._ready: dict[tuple[int, int], Segment] = {}  # segments read by preload()
+        # the input's fingerprint before a folder pipeline's worker read it (None: opened
+        # where it is used)
+        self.prepared_from: Fingerprint | None = None
+
+    @property
+    def detector(self) -> faces.FaceDetector:
+        if self._detector is None:
+            self._detector = faces.make_detector(*self.detector_args)
+        return self._detector
+
+    def __getstate__(self) -> dict:
+        """A reader prepared in a worker process travels without its detector (OpenCV's
+        cascades cannot be pickled); it is made again only if a segment must be read."""
+        return self.__dict__ | {"_detector": None}
+
+    def preload(self, firsts: Sequence[int], count: int, max_bytes: int) -> int:
+        """Read the segments of ``count`` frames at ``firsts`` now, from one decoder pass,
+        so that :meth:`segment` and :meth:`segments_in_order` hand them out without
+        decoding (how a worker prepares the next clip of a folder while this one is
+        scored). ``firsts`` come in the order they will be asked for; only as many as fit
+        in ``max_bytes`` of crops are read. Returns how many were read."""
+        per_segment = count * math.prod(self.recipe.stored_shape())
+        keep = sorted(set(list(firsts)[: max(0, max_bytes // max(1, per_segment))]))
+        for first, segment in zip(keep, self._decode_in_order(keep, count), strict=True):
+            self._ready[(first, count)] = segment
+        return len(keep)
 
     @property
     def fps(self) -> float:
@@ -126,15 +178,40 @@ class ClipReader:
 
     def segment(self, first: int, count: int) -> Segment:
         """Frames ``first .. first + count - 1``, decoded after a seek, through the face
-        tracker."""
+        tracker (or as :meth:`preload` read them: the same frames, the same tracker)."""
+        ready = self._ready.pop((first, count), None)
+        if ready is not None:
+            return ready
         chunks = media.iter_video_frames(
             self.path, VIDEO_FPS, DECODE_CHUNK_FRAMES, max_side=self.max_side,
             first_frame=first, n_frames=count, info=self.info)
         return self._track(first, chunks)
 
-    def segments_in_order(self, starts: Sequence[int], count: int) -> Iterator[Segment]:
+    def segments(self, firsts: Sequence[int], count: int, ahead: int = READ_AHEAD
+                 ) -> Iterator[Segment]:
+        """:meth:`segment` for each of ``firsts`` in turn, the next ones read by a
+        background thread while the caller works on this one (at most ``ahead``
+        waiting; ``ahead=0`` reads each when it is asked for)."""
+        return read_ahead((self.segment(first, count) for first in firsts), ahead)
+
+    def segments_in_order(self, starts: Sequence[int], count: int, ahead: int = READ_AHEAD
+                          ) -> Iterator[Segment]:
         """Segments of ``count`` frames at ascending ``starts`` (they may overlap), from one
-        decoder reading the video once from the start."""
+        decoder reading the video once from the start (none for segments :meth:`preload`
+        read), by a background thread up to ``ahead`` segments in advance."""
+        return read_ahead(self._in_order(sorted(starts), count), ahead)
+
+    def _in_order(self, starts: list[int], count: int) -> Iterator[Segment]:
+        missing = [first for first in starts if (first, count) not in self._ready]
+        decoded = self._decode_in_order(missing, count)
+        try:
+            for first in starts:
+                ready = self._ready.pop((first, count), None)
+                yield ready if ready is not None else next(decoded)
+        finally:
+            decoded.close()
+
+    def _decode_in_order(self, starts: Sequence[int], count: int) -> Iterator[Segment]:
         wanted = deque(sorted(starts))
         if not wanted:
             return
@@ -149,21 +226,21 @@ class ClipReader:
                 index += 1
             while wanted and (index >= wanted[0] + count):
                 first = wanted.popleft()
-                frames = [f for i, f in held if first <= i < first + count]
-                yield self._track(first, [np.stack(frames)] if frames else [])
+                yield self._track(first, [f for i, f in held if first <= i < first + count])
                 while held and (not wanted or held[0][0] < wanted[0]):
                     held.popleft()
         while wanted:  # the video ended inside these segments
             first = wanted.popleft()
-            frames = [f for i, f in held if first <= i < first + count]
-            yield self._track(first, [np.stack(frames)] if frames else [])
+            yield self._track(first, [f for i, f in held if first <= i < first + count])
 
     def _track(self, first: int, chunks) -> Segment:
+        """The face tracker over ``chunks`` (arrays of frames, or single frames), which
+        are the decoder's own fresh arrays: the tracker holds them without a copy."""
         cropper = faces.FaceCropper(
             self.detector, fps=VIDEO_FPS, crop=self.recipe.crop,
             crop_shape=self.recipe.stored_shape())
         for chunk in chunks:
-            cropper.feed(chunk)
+            cropper.feed(chunk, copy=False)
         tracks = cropper.close()
         cuts = tuple(first + i for i in cropper.cut_frames)
         if not tracks:
@@ -173,6 +250,89 @@ class ClipReader:
         found = cropper.crops_for(faces.select_main_tracks(tracks, cropper.n_frames))
         return Segment(first, found.crops, np.asarray(found.has_face, bool), found.n_faces,
                        cuts)
+
+
+ReaderSource = Callable[[Path], "ClipReader | None"]
+"""``source(path)``: a reader of ``path`` prepared in advance, or None."""
+
+_PREPARED: contextvars.ContextVar[ReaderSource | None] = contextvars.ContextVar(
+    "lipsync_fix_prepared_readers", default=None)
+
+
+@contextlib.contextmanager
+def prepared_readers(source: ReaderSource) -> Iterator[None]:
+    """Within this block (in this thread), :func:`open_reader` asks ``source`` first:
+    how a folder pipeline hands its prepared readers to an estimate that opens its clip
+    itself, without the estimate's callers passing them along."""
+    token = _PREPARED.set(source)
+    try:
+        yield
+    finally:
+        _PREPARED.reset(token)
+
+
+def open_reader(path: str | Path, recipe: InputRecipe = WAV2LIP, detector: str = "auto",
+                face_box: str | None = None) -> ClipReader:
+    """A :class:`ClipReader` of ``path``: the one prepared for it (see
+    :func:`prepared_readers`) when it was prepared with this recipe and detector, else a
+    new one."""
+    source = _PREPARED.get()
+    ready = source(Path(path)) if source is not None else None
+    if ready is not None and ready.recipe.name == recipe.name and \
+            ready.detector_args == (detector, face_box):
+        return ready
+    return ClipReader(path, recipe, detector, face_box)
+
+
+_DONE = object()
+
+
+def read_ahead(items: Iterator[T], ahead: int) -> Iterator[T]:
+    """``items``, produced by a background thread at most ``ahead`` items in advance (all
+    in this thread when ``ahead`` is 0). An exception raised by ``items`` is raised here, at
+    the place it came in the sequence; a consumer that stops early stops the thread, and
+    ``items`` is closed there (an ffmpeg process behind it is ended)."""
+    if ahead <= 0:
+        yield from items
+        return
+    buffer: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((_DONE, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="lipsync-fix read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def frame_index_needed(index: int, wanted: deque[int], count: int) -> bool:
