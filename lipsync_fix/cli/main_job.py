@@ -50,7 +50,9 @@ from lipsync_fix.errors import UsageError
 from lipsync_fix.features.constants import FRAME_MS
 from lipsync_fix.files import unchanged_while
 from lipsync_fix.models.registry import default_model_name, default_model_notice
+from lipsync_fix.report.reviewed import ReviewedReport
 from lipsync_fix.sync import SyncEstimate, SyncOptions, estimate_sync, fix_video
+from lipsync_fix.sync.estimate import VERDICTS
 from lipsync_fix.sync.pipeline import FolderEstimates
 from lipsync_fix.sync.plot import plot_scores, require_matplotlib
 from lipsync_fix.sync.records import FIX_RECORD, SCORE_RECORD
@@ -136,8 +138,19 @@ def _sync_options(context: int, max_delay_ms: float, detector: str, face_box: st
                        thumbnail_px=REPORT_THUMBNAIL_PX if report is not None else 0)
 
 
+MEASURING_OPTIONS = {
+    "checkpoint": "-c", "context": "--context", "max_delay_ms": "--max-delay-ms",
+    "detector": "--detector", "face_box": "--face-box", "device": "--device",
+    "precision": "--precision", "exhaustive": "--exhaustive",
+    "max_segments": "--max-segments", "offset_model": "--offset-model", "workers": "--workers",
+}
+"""fix's options that change how an input is measured: meaningless with --from-report,
+which measures nothing, so they are refused there rather than silently ignored."""
+
+
 @app.command("fix")
 def fix_command(
+    ctx: typer.Context,
     inputs: Inputs,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Output file (one input) or folder (mirrors the inputs).")] = None,
@@ -161,6 +174,16 @@ def fix_command(
     report: Report = None,
     shard: Shard = None,
     workers: Workers = None,
+    from_report: Annotated[Path | None, typer.Option(
+        "--from-report", show_default=False,
+        help="Apply the estimates a reviewed score or fix report (.jsonl or .csv) recorded, "
+             "without measuring (no model is loaded). Inputs found in a folder whose rows "
+             "were deleted are skipped; an input that changed since it was measured is "
+             "refused.")] = None,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", show_default=False,
+        help="With --from-report: apply only the rows of this verdict (in_sync, "
+             "out_of_sync, uncertain); repeat for several.")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Measure each video's audio delay and write a copy with the audio moved into sync.
@@ -168,10 +191,23 @@ def fix_command(
     The video stream is copied bit for bit; the audio is shifted sample-exactly (trimmed
     or padded with silence, duration kept). Existing outputs are kept unless --force.
     Whether each output can hold its input's streams is checked before that input is
-    measured.
+    measured. With --from-report, the estimates of a reviewed report are applied as
+    recorded instead of measuring again.
     """
     options = _sync_options(context, max_delay_ms, detector, face_box, device, precision,
                             exhaustive, max_segments, offset_model, report)
+    verdicts = _verdicts(only, from_report)
+    reviewed = None
+    if from_report is not None:
+        given = [flag for name, flag in MEASURING_OPTIONS.items()
+                 if _given_on_command_line(ctx, name)]
+        if given:
+            raise UsageError(f"{', '.join(given)}: --from-report applies recorded estimates "
+                             "and measures nothing")
+        if report is not None and report.resolve() == from_report.resolve():
+            raise UsageError(f"--report {report} is the report being applied: write this "
+                             "run's report to another file")
+        reviewed = ReviewedReport.read(from_report)
     if output is None:
         raise UsageError("give an output with -o OUT (a file, or a folder for several inputs)")
     if container is not None:
@@ -184,6 +220,10 @@ def fix_command(
         suffix_of=lambda label: media.output_suffix_for(label.suffix, container)), shard)
     if report is not None:
         batch.check_report_path(report, [j.input for j in jobs], force, FIX_RECORD)
+    if reviewed is not None:
+        _apply_reviewed(reviewed, inputs, jobs, verdicts, apply_uncertain, report, force,
+                        json_lines, quiet)
+        return
     model = load_named_model(_checkpoint_or_default(checkpoint, quiet), resolve_device(device),
                              quiet=quiet or json_lines)
     provenance = batch.Provenance(FIX_RECORD, model_identity(model),
@@ -204,6 +244,52 @@ def fix_command(
 
     with _estimates(jobs, model, options, report, force, workers) as estimates:
         _run(jobs, work, report, force, json_lines, quiet, describe, provenance)
+
+
+def _given_on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was typed (not left at its default). Typer keeps click's
+    ParameterSource in a private module, so the source is compared by its name."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _verdicts(only: list[str] | None, from_report: Path | None) -> frozenset[str]:
+    """The verdicts ``--only`` names, checked; empty for all."""
+    chosen = frozenset(only or ())
+    if chosen and from_report is None:
+        raise UsageError("--only chooses rows of a reviewed report: use it with --from-report")
+    unknown = sorted(chosen - set(VERDICTS))
+    if unknown:
+        raise UsageError(f"--only {unknown[0]}: a verdict is one of {', '.join(VERDICTS)}")
+    return chosen
+
+
+def _apply_reviewed(reviewed: ReviewedReport, inputs: list[Path], jobs: list[batch.Job],
+                    verdicts: frozenset[str], apply_uncertain: bool, report: Path | None,
+                    force: bool, json_lines: bool, quiet: bool) -> None:
+    """fix --from-report: each input's recorded estimate, applied by the same fix_video,
+    through the same batch rules (mirroring, atomic outputs, journal, --force)."""
+    named = {path.resolve() for path in inputs if not path.is_dir()}
+    # a rerun reuses what it wrote only while the review it applied is the same
+    provenance = batch.Provenance(FIX_RECORD, {}, {
+        "from_report": reviewed.sha256, "only": sorted(verdicts),
+        "apply_uncertain": apply_uncertain})
+
+    def work(job: batch.Job, progress) -> dict:
+        assert job.output is not None
+        decision = reviewed.decide(job, job.input.resolve() in named, verdicts)
+        if decision.estimate is None:
+            return {"input": str(job.input), "skipped": decision.skipped}
+        media.check_rewrite(job.input, job.output, force, folder_made_later=True)
+        fix_video(job.input, batch.make_output_folder(job.output), decision.estimate,
+                  force=force, apply_uncertain=apply_uncertain)
+        return decision.estimate.to_json() | {"output": str(job.output)}
+
+    def describe(record: dict) -> str:
+        return (f"applied {SyncEstimate.from_json(record).describe()} -> wrote "
+                f"{record['output']}")
+
+    _run(jobs, work, report, force, json_lines, quiet, describe, provenance)
 
 
 @app.command("score")
