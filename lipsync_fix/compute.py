@@ -8,6 +8,7 @@ traceback from deep inside torch.
 from __future__ import annotations
 
 import contextlib
+import platform
 import re
 from collections.abc import Iterator
 
@@ -101,3 +102,17 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return full_float32()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def device_name(device: torch.device) -> str:
+    """The device as a benchmark's figures should name it: the GPU's model, or the CPU's
+    kind and how many threads torch uses on it."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timer stopped next measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

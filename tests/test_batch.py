@@ -24,8 +24,8 @@ from lipsync_fix.errors import (
     StorageError,
     UsageError,
 )
-from lipsync_fix.evaluation.lse import LSE_RECORD, LseOptions
 from lipsync_fix.files import partial_name
+from lipsync_fix.lse import LSE_RECORD, LseOptions
 from lipsync_fix.records import Field, RecordError, dataclass_from_json, record_schema
 from lipsync_fix.sync.records import SCORE_RECORD
 from lipsync_fix.training import TrainConfig

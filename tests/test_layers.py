@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lipsync_fix"
 ORDER = [
     "errors", "files", "records", "compute",  # used by everything
     "media", "faces", "features", "models", "sync",  # the main job's chain
+    "lse",  # the lip-sync metric, on the same faces and features
     "batch", "report", "data", "training", "evaluation", "separation", "demo",  # built on it
     "cli", "__init__", "__main__",  # the surfaces
 ]

@@ -14,30 +14,30 @@ import pytest
 import torch
 
 from lipsync_fix import faces, media
+from lipsync_fix.compute import full_float32
 from lipsync_fix.data.synth import make_talking_head
 from lipsync_fix.errors import ClipTooShortError, MediaError, NoFaceError, UsageError
-from lipsync_fix.evaluation.lse import (
-    MIN_SEGMENT_FRAMES,
-    FaceSegment,
+from lipsync_fix.evaluation.bench_lse import benchmark_model
+from lipsync_fix.faces.reference import crop_frame, crop_geometry
+from lipsync_fix.features.mfcc import int16_scale, mfcc_matrix
+from lipsync_fix.lse import (
+    MIN_TRACK_FRAMES,
+    FaceTrack,
     LseOptions,
-    benchmark_model,
-    count_windows,
-    crop_segments,
+    crop_tracks,
     distance_matrix,
     embed_clip,
     evaluate_crops,
-    full_float32,
     lse_from_distances,
     lse_video,
-    segments_ours,
-    segments_reference,
     summarize,
+    tracks_ours,
+    tracks_reference,
 )
-from lipsync_fix.faces.reference import crop_frame, crop_geometry
-from lipsync_fix.features.mfcc import int16_scale, mfcc_matrix
 from lipsync_fix.models import sha256_of
 from lipsync_fix.models.syncnet_star import SYNCNET_PRESETS, SyncNetStar
 from lipsync_fix.models.vocalist import PRESETS, VocaLiST
+from lipsync_fix.sync.scoring import num_windows
 
 CLI = [sys.executable, "-m", "lipsync_fix"]
 
@@ -67,7 +67,7 @@ def random_crops(n: int, seed: int = 0) -> np.ndarray:
     (100, 100, 0),
 ])
 def test_window_count(frames, samples, windows):
-    assert count_windows(frames, samples) == windows
+    assert num_windows(frames, samples) == windows
 
 
 def test_distance_matrix_pads_with_zero_vectors():
@@ -92,7 +92,7 @@ def test_offset_confidence_and_ties():
     assert result.lse_d == 3.0 and result.median == 4.0 and result.lse_c == 1.0
     assert result.windows == 2
     record = result.to_json()
-    assert record["syncnet_offset"] == 1 and record["offset_frames"] == -1
+    assert record["syncnet_offset"] == 1 and record["audio_delay_frames"] == -1
     with pytest.raises(ValueError, match="expected"):
         lse_from_distances(distances, vshift=3)
 
@@ -207,21 +207,21 @@ def test_reference_tracker_per_shot():
     chunks = [np.repeat(dark, 20, axis=0), np.repeat(bright, 12, axis=0),
               np.repeat(dark, 3, axis=0)]
     detector = BoxDetector(faces.Box(50, 40, 120, 130))
-    segments, n = segments_reference(iter(chunks), detector, min_track=10, min_face_size=100)
+    tracks, n = tracks_reference(iter(chunks), detector, min_track=10, min_face_size=100)
     assert n == 35
-    assert [(s.first, s.last) for s in segments] == [(0, 19), (20, 31)]
-    np.testing.assert_array_equal(segments[0].boxes[0], [50, 40, 170, 170])
-    segments, _ = segments_reference(iter(chunks), detector, min_track=15, min_face_size=100)
-    assert [(s.first, s.last) for s in segments] == [(0, 19)]
-    segments, _ = segments_reference(iter(chunks), detector, min_track=10, min_face_size=200)
-    assert segments == []
+    assert [(s.first, s.last) for s in tracks] == [(0, 19), (20, 31)]
+    np.testing.assert_array_equal(tracks[0].boxes[0], [50, 40, 170, 170])
+    tracks, _ = tracks_reference(iter(chunks), detector, min_track=15, min_face_size=100)
+    assert [(s.first, s.last) for s in tracks] == [(0, 19)]
+    tracks, _ = tracks_reference(iter(chunks), detector, min_track=10, min_face_size=200)
+    assert tracks == []
 
 
-def test_crop_segments_cuts_each_segment_from_one_pass():
+def test_crop_tracks_cuts_each_track_from_one_pass():
     frames = np.random.default_rng(4).integers(0, 256, (20, 120, 160, 3), dtype=np.uint8)
     box = np.array([[30.0, 20.0, 110.0, 100.0]])
-    segments = [FaceSegment(2, box.repeat(8, 0)), FaceSegment(9, box.repeat(9, 0))]
-    crops = crop_segments([frames[:3], frames[3:11], frames[11:]], segments)
+    tracks = [FaceTrack(2, box.repeat(8, 0)), FaceTrack(9, box.repeat(9, 0))]
+    crops = crop_tracks([frames[:3], frames[3:11], frames[11:]], tracks)
     assert [c.shape for c in crops] == [(8, 224, 224, 3), (9, 224, 224, 3)]
     geometry = crop_geometry(box.repeat(8, 0))  # a still box stays put, even at the ends
     assert len(set(geometry.bsi)) == 1 and len({tuple(r) for r in geometry.rect}) == 1
@@ -229,15 +229,15 @@ def test_crop_segments_cuts_each_segment_from_one_pass():
         np.testing.assert_array_equal(
             crop, crop_frame(frames[frame], int(geometry.bsi[0]), geometry.rect[0]))
     with pytest.raises(MediaError, match="fewer than"):
-        crop_segments([frames[:12]], segments)
+        crop_tracks([frames[:12]], tracks)
 
 
 def test_tracks_shorter_than_the_median_filter_would_collapse():
     """The 13-tap median with zero padding turns every box of a track under 7 frames into
-    zeros (more padding than values in each window): such segments are not scored."""
+    zeros (more padding than values in each window): such tracks are not scored."""
     box = np.array([[30.0, 20.0, 110.0, 100.0]])
     assert (crop_geometry(box.repeat(6, 0)).s == 0).all()
-    assert (crop_geometry(box.repeat(MIN_SEGMENT_FRAMES, 0)).s == 40.0).all()
+    assert (crop_geometry(box.repeat(MIN_TRACK_FRAMES, 0)).s == 40.0).all()
 
 
 # --------------------------------------------------------------------------- videos
@@ -264,15 +264,15 @@ def test_lse_video_matches_evaluate_on_its_crops(clips, model):
     path = folder / "talk0.mp4"
     result = lse_video(path, model, LseOptions(vshift=5))
     assert result.n_frames == 15 and result.tracker == "ours"
-    assert result.face_coverage == 1.0 and len(result.segments) == 1
+    assert result.face_coverage == 1.0 and len(result.tracks) == 1
     record = result.to_json()
     assert record["windows"] == 10 and record["vshift"] == 5
     assert record["audio_delay_ms"] == -40 * record["syncnet_offset"]
 
     # the same numbers as evaluate() on crops cut from the decoded frames
     frames = np.concatenate(list(media.iter_video_frames(path)))
-    segments, _ = segments_ours([frames], faces.make_detector())
-    crops = crop_segments([frames], segments)[0]
+    tracks, _ = tracks_ours([frames], faces.make_detector())
+    crops = crop_tracks([frames], tracks)[0]
     audio = int16_scale(media.decode_audio(path))
     direct = evaluate_crops(model, crops, audio[: 15 * 640], vshift=5)
     np.testing.assert_allclose(result.main.scores.distances, direct.distances, rtol=1e-5)
@@ -333,7 +333,7 @@ def test_lse_command_refuses_another_model_family(clips, tmp_path):
 def test_bench_lse_command():
     result = run("bench", "lse", "--clips", "1", "--seconds", "0.6", "--json")
     assert result.returncode == 0, result.stderr
-    bench = json.loads(result.stdout.strip().splitlines()[-1])
+    bench = json.loads(result.stdout)  # the JSON alone: no human lines before it
     assert bench["clips"] == 1 and bench["frames"] == 15
     assert bench["ours_s"] > 0 and bench["frame_by_frame_s"] > 0
     assert bench["speedup"] == pytest.approx(bench["frame_by_frame_s"] / bench["ours_s"],
@@ -343,4 +343,3 @@ def test_bench_lse_command():
     assert bench["jpeg_lse_d_max_diff"] == pytest.approx(
         abs(clip["frame_by_frame"]["lse_d"] - clip["frame_by_frame_no_jpeg"]["lse_d"]),
         abs=1e-3)
-    assert "speedup" in result.stdout

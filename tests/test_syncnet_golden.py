@@ -16,17 +16,12 @@ from conftest import DATA, SHARED, needs_shared
 
 from lipsync_fix.errors import CheckpointError
 from lipsync_fix.evaluation.golden import rule_state_dict, rule_tensor, rule_weights
-from lipsync_fix.evaluation.lse import (
-    count_windows,
-    distance_matrix,
-    embed_audio,
-    embed_clip,
-    lse_from_distances,
-)
 from lipsync_fix.faces.reference import Detection, crop_geometry, crop_track, track_shot
 from lipsync_fix.features.inputs import SYNCNET
 from lipsync_fix.features.mfcc import mfcc, mfcc_filterbank, mfcc_matrix
+from lipsync_fix.lse import distance_matrix, embed_audio, embed_clip, lse_from_distances
 from lipsync_fix.models import SyncNetV2, count_parameters, load_model
+from lipsync_fix.sync.scoring import num_windows
 
 LOCAL = DATA / "syncnet"
 GOLDEN = SHARED / "syncnet" / "golden"
@@ -217,7 +212,7 @@ def test_mfcc_windows_follow_the_video():
 @pytest.fixture(scope="module")
 def eval_golden(rule_model):
     g = np.load(GOLDEN / "eval_golden.npz")
-    n = count_windows(len(g["frames"]), len(g["audio"]))
+    n = num_windows(len(g["frames"]), len(g["audio"]))
     lips, synced = embed_clip(rule_model, g["frames"], mfcc_matrix(g["audio"]), n)
     delayed = embed_audio(rule_model, mfcc_matrix(g["audio_delay3"]), n)
     return g, n, lips, {"sync": synced, "delay3": delayed}
@@ -258,7 +253,7 @@ def test_balanced_case_pins_the_sign(balanced_model):
     g = np.load(GOLDEN / "eval_balanced.npz")
     cases = json.loads((LOCAL / "eval_balanced.json").read_text())["cases"]
     frames = g["images"][g["plan"]]
-    n = count_windows(len(frames), len(g["audio_sync"]))
+    n = num_windows(len(frames), len(g["audio_sync"]))
     lips, _ = embed_clip(balanced_model, frames, mfcc_matrix(g["audio_sync"]), n)
     assert rel_err(lips, g["im_feat"]) < 1e-4
     expected_delay = {"sync": 0.0, "delay3": 120.0, "advance3": -120.0}

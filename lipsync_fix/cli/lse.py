@@ -34,24 +34,16 @@ from lipsync_fix.cli.app import (
     say,
 )
 from lipsync_fix.compute import resolve_device
-from lipsync_fix.evaluation.lse import (
-    LSE_RECORD,
-    MIN_TRACK,
-    VSHIFT,
-    LseOptions,
-    lse_video,
-    run_lse_benchmark,
-    summarize,
-)
+from lipsync_fix.evaluation.bench_lse import run_lse_benchmark
+from lipsync_fix.lse import LSE_RECORD, MIN_TRACK, VSHIFT, LseOptions, lse_video, summarize
 from lipsync_fix.models import SYNCNET_V2_FAMILY
+from lipsync_fix.sync.timeline import delay_words
 
 
 def _describe(record: dict) -> str:
-    delay = record["audio_delay_ms"]
-    timing = "in sync" if delay == 0 else \
-        f"audio {abs(delay):.0f} ms {'late' if delay > 0 else 'early'}"
     return (f"{record['input']}: LSE-D {record['lse_d']:.3f}, LSE-C {record['lse_c']:.3f}, "
-            f"offset {record['syncnet_offset']:+d} frames (syncnet_python) = {timing}")
+            f"offset {record['syncnet_offset']:+d} frames (syncnet_python) = "
+            f"{delay_words(record['audio_delay_ms'])}")
 
 
 @app.command("lse")
@@ -139,15 +131,15 @@ def bench_lse(
     (rule weights), same clips, one process: seconds and ratio, and how far the numbers
     differ."""
     result = run_lse_benchmark(clips, seconds, size, detector, str(resolve_device(device)))
-    say(f"{count(result.clips, 'clip')} of {result.seconds_per_clip:g} s ({result.frames} frames), "
-              f"device {result.device}")
+    if json_line:  # stdout holds the JSON alone
+        print_json(result.to_json())
+        return
+    say(f"{count(result.clips, 'clip')} of {result.seconds_per_clip:g} s ({result.frames} "
+        f"frames), device {result.device}")
     say(f"ours:           {result.ours_s:.2f} s")
     say(f"frame by frame: {result.frame_by_frame_s:.2f} s")
     say(f"speedup:        {result.speedup:.2f}x")
     say(f"same offsets: {result.offsets_equal}; largest difference LSE-D "
-              f"{result.lse_d_max_diff:.4f}, LSE-C {result.lse_c_max_diff:.4f} "
-              f"(of which JPEG alone: {result.jpeg_lse_d_max_diff:.4f}, "
-              f"{result.jpeg_lse_c_max_diff:.4f})")
-    if json_line:
-        print_json(result.to_json())
-
+        f"{result.lse_d_max_diff:.4f}, LSE-C {result.lse_c_max_diff:.4f} "
+        f"(of which JPEG alone: {result.jpeg_lse_d_max_diff:.4f}, "
+        f"{result.jpeg_lse_c_max_diff:.4f})")

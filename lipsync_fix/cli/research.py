@@ -38,8 +38,8 @@ from lipsync_fix.evaluation.bench_folder import BENCH_COMMANDS, run_folder_bench
 from lipsync_fix.evaluation.bench_main_job import run_main_job_benchmark
 from lipsync_fix.evaluation.bench_scorer import run_scorer_benchmark
 from lipsync_fix.evaluation.golden import check_against_reference
-from lipsync_fix.evaluation.lse import LSE_RECORD
 from lipsync_fix.evaluation.protocols import EvalResult, evaluate_folder, get_protocol, write_result
+from lipsync_fix.lse import LSE_RECORD
 from lipsync_fix.models import export_for_inference, sha256_of
 from lipsync_fix.sync.records import FIX_RECORD, SCORE_RECORD
 from lipsync_fix.sync.scoring import ScoreOptions

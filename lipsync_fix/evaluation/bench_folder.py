@@ -37,7 +37,7 @@ import torch
 from lipsync_fix import media
 from lipsync_fix.batch import find_videos
 from lipsync_fix.data.synth import make_talking_head
-from lipsync_fix.evaluation.lse import benchmark_model
+from lipsync_fix.evaluation.bench_lse import benchmark_model
 from lipsync_fix.models import save_checkpoint
 from lipsync_fix.models.vocalist import ModelDimensions, VocaLiST
 

@@ -13,7 +13,6 @@ measured bf16 matmul rate as the peak) the share of peak it reaches.
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import asdict, dataclass
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lipsync_fix.compute import resolve_device
+from lipsync_fix.compute import device_name, resolve_device
 from lipsync_fix.data.synth import clip_crops, make_talking_head
 from lipsync_fix.errors import UsageError
 from lipsync_fix.features.mel import log_mel_spectrogram
@@ -145,7 +144,7 @@ def run_scorer_benchmark(
     bf16_peak = matmul_gflops(dev, peak_size, dtype=torch.bfloat16)
     return ScorerBenchmark(
         preset=preset,
-        device=_device_name(dev),
+        device=device_name(dev),
         windows=n_rows,
         reference_windows=rows,
         reference_s_per_window=reference_s,
@@ -163,9 +162,3 @@ def run_scorer_benchmark(
         bf16_matmul_gflops=bf16_peak,
         bf16_peak_share=flops_per_window / bf16_s / 1e9 / bf16_peak,
     )
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -1,7 +1,7 @@
 """The original SyncNet (Chung and Zisserman, 2016), as published in joonson/syncnet_python.
 
 This is the network whose ``syncnet_v2.model`` the talking-head literature uses to *measure*
-lip sync (LSE-D, LSE-C; see :mod:`lipsync_fix.evaluation.lse`). It is a third model family
+lip sync (LSE-D, LSE-C; see :mod:`lipsync_fix.lse`). It is a third model family
 beside VocaLiST and the SyncNet* baseline, and it reads different inputs from both:
 
 * video: five 224x224 face crops (the reference's ``crop_video`` geometry, see
