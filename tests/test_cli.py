@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -110,6 +111,19 @@ def test_no_arguments_prints_the_help_and_exits_2() -> None:
     result = invoke()
     assert_clean(result, 2, lines=0)
     assert "Usage" in result.stdout and "fix" in result.stdout
+
+
+def test_help_lists_the_main_job_first_and_version_prints_the_installed_one() -> None:
+    listed = invoke("--help")
+    assert listed.code == 0
+    commands = listed.stdout.split("Commands:", 1)[1].split()
+    names = [word for word in commands if word in ("fix", "score", "shift", "demo", "lse",
+                                                    "bench", "models")]
+    assert names[:4] == ["fix", "score", "shift", "demo"] and names.index("lse") > 3
+    assert "<bool>" not in invoke("fix", "--help").stdout  # no type column to squeeze it
+    version = invoke("--version")
+    assert version.code == 0
+    assert version.stdout.strip() == f"lipsync-fix {importlib.metadata.version('lipsync-fix')}"
 
 
 @pytest.mark.parametrize(("args", "words"), [
@@ -261,6 +275,14 @@ def test_shift_and_fix_word_an_existing_output_alike(kit, tmp_path) -> None:
     assert_clean(shifted, 2)
     assert shifted.code == fixed.code and shifted.stderr == fixed.stderr
     assert "use --force" in shifted.stderr and target.read_bytes() == b"keep me"
+
+
+def test_shift_quiet_prints_nothing_and_still_writes(kit, tmp_path) -> None:
+    target = tmp_path / "out.mp4"
+    loud = invoke("shift", kit.clip, "--audio-delay-ms", "40", "-o", target)
+    quiet = invoke("shift", kit.clip, "--audio-delay-ms", "40", "-o", tmp_path / "q.mp4", "-q")
+    assert loud.code == quiet.code == 0 and loud.stdout.startswith("wrote ")
+    assert quiet.stdout == "" and (tmp_path / "q.mp4").stat().st_size > 0
 
 
 def test_several_inputs_never_make_a_folder_named_like_a_file(kit, tmp_path) -> None:

@@ -41,7 +41,21 @@ from lipsync_fix.files import os_failure
 from lipsync_fix.media import VIDEO_SUFFIXES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-ROOT_OPTIONS = {"--help"}
+ROOT_OPTIONS = {"--help", "--version"}
+
+HELP_ORDER = ("fix", "score", "shift", "demo", "lse", "check", "eval", "synth", "preprocess",
+              "train", "export", "separate", "train-separation", "eval-separation",
+              "models", "report", "bench")
+"""The order ``--help`` lists the commands in: the main job first, then the metric, the
+paper's research commands, and the groups (a command missing here goes last)."""
+
+
+def _help_rank(name: str | None) -> int:
+    return HELP_ORDER.index(name) if name in HELP_ORDER else len(HELP_ORDER)
+
+
+app.registered_commands.sort(key=lambda c: _help_rank(c.name or c.callback.__name__))
+app.registered_groups.sort(key=lambda g: _help_rank(g.name))
 
 
 def command_names() -> set[str]:

@@ -13,6 +13,7 @@ otherwise swallow it, or raise on a stray closing tag).
 from __future__ import annotations
 
 import enum
+import importlib.metadata
 import json
 import math
 from collections.abc import Callable
@@ -32,11 +33,11 @@ from lipsync_fix.faces import parse_face_box
 from lipsync_fix.models import load_model, load_registry
 from lipsync_fix.models.registry import file_sha256, get_entry
 
-app = typer.Typer(
-    help="Find and fix audio/video desynchronisation in videos of people speaking or singing.",
+app = typer.Typer(  # its help is the docstring of _root
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 bench_app = typer.Typer(help="Benchmarks that print ratios measured side by side.",
                         no_args_is_help=True)
@@ -75,6 +76,31 @@ def count(n: int, noun: str) -> str:
 def say(message: str) -> None:
     """A human line on stdout (never used in ``--json`` mode)."""
     out.print(message)
+
+
+def installed_version() -> str:
+    """The installed distribution's version (what pip reports), or "unknown" when the
+    package runs from a source tree that was never installed."""
+    try:
+        return importlib.metadata.version("lipsync-fix")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        say(f"lipsync-fix {installed_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """Find and fix audio/video desynchronisation in videos of people speaking or singing.
+
+    The main job: lipsync-fix VIDEO -o FIXED (the same as lipsync-fix fix VIDEO -o FIXED).
+    """
 
 
 def note(message: str) -> None:

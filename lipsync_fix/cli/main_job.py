@@ -353,6 +353,7 @@ def shift_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output file.")],
     force: Force = False,
     json_line: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Apply a known shift: the output's sound comes AUDIO_DELAY_MS later than the input's."""
     if not (math.isfinite(audio_delay_ms) and abs(audio_delay_ms) <= MAX_SHIFT_MS):
@@ -370,6 +371,8 @@ def shift_command(
         print_json({"input": str(video), "output": str(output),
                     "applied_delay_ms": 1000 * done.applied_delay_s,
                     "shift_samples": done.shift_samples, "sample_rate": done.sample_rate})
+        return
+    if quiet:
         return
     say(f"wrote {output}: audio delayed by {1000 * done.applied_delay_s:.2f} ms "
         f"({done.shift_samples} samples at {done.sample_rate} Hz)")

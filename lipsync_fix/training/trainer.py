@@ -40,6 +40,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lipsync_fix.compute import resolve_device
 from lipsync_fix.errors import LipsyncError, UsageError
 from lipsync_fix.files import write_atomically
 from lipsync_fix.models.checkpoint import (
@@ -65,17 +66,14 @@ _VAL_SEED_SALT = 0x5EED_0FA1
 
 
 def _resolve_device(cfg: TrainConfig, ctx: Dist) -> torch.device:
-    name = cfg.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise LipsyncError("device cuda was asked for but CUDA is not available")
-        # Under torchrun each rank owns the GPU of its local rank.
-        index = ctx.local_rank if ctx.enabled else (torch.device(name).index or 0)
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    return torch.device(name)
+    """The config's device as :func:`~lipsync_fix.compute.resolve_device` resolves it for
+    every command; under torchrun each rank owns the GPU of its local rank."""
+    device = resolve_device(cfg.device)
+    if device.type != "cuda":
+        return device
+    index = ctx.local_rank if ctx.enabled else (device.index or 0)
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def _resolve_amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
