@@ -31,8 +31,8 @@ from lipsync_fix.cli import (  # noqa: F401  (registers commands)
     lse,
     main_job,
     models,
+    report,
     research,
-    review,
     separation,
 )
 from lipsync_fix.cli.app import Session, app, print_error, print_json

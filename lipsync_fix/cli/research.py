@@ -1,5 +1,5 @@
 """Commands for reproducing the paper and for data: ``check``, ``synth``, ``preprocess``,
-``train``, ``export``, ``eval``, ``bench`` and ``report merge``."""
+``train``, ``export``, ``eval``, and the benchmarks (``bench``)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from lipsync_fix.cli.app import (
     print_error,
     print_json,
     progress_bar,
-    report_app,
     say,
 )
 from lipsync_fix.compute import resolve_device
@@ -39,9 +38,7 @@ from lipsync_fix.evaluation.bench_main_job import run_main_job_benchmark
 from lipsync_fix.evaluation.bench_scorer import run_scorer_benchmark
 from lipsync_fix.evaluation.golden import check_against_reference
 from lipsync_fix.evaluation.protocols import EvalResult, evaluate_folder, get_protocol, write_result
-from lipsync_fix.lse import LSE_RECORD
 from lipsync_fix.models import export_for_inference, sha256_of
-from lipsync_fix.sync.records import FIX_RECORD, SCORE_RECORD
 from lipsync_fix.sync.scoring import ScoreOptions
 from lipsync_fix.training import TrainConfig, train
 from lipsync_fix.training.distributed import process_group
@@ -310,31 +307,6 @@ def bench_scorer(
     if result.speedup <= 1:
         note(f"warning: cached scoring was not faster than reference scoring here "
              f"({result.speedup:.2f}x); timings on a busy machine are unreliable")
-
-
-RECORD_SCHEMAS = {schema.kind: schema for schema in (SCORE_RECORD, FIX_RECORD, LSE_RECORD)}
-"""Every command's report rows, for reading reports of any of them."""
-
-
-@report_app.command("merge")
-def report_merge_command(
-    reports: Annotated[list[Path], typer.Argument(help="Per-shard reports (.csv or .jsonl).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The merged report.")],
-    force: Force = False,
-    json_line: Json = False,
-) -> None:
-    """Merge the reports of a run fanned out with --shard into one (one record per input).
-
-    The reports must come from one command; an input with two different measurements is
-    refused (named), numbers stay numbers from CSV to JSON lines and back."""
-    merged = batch.merge_reports(reports, output, RECORD_SCHEMAS, force)
-    failed = sum("error" in r for r in merged.records)
-    if json_line:
-        print_json({"output": str(output), "kind": merged.kind, "inputs": len(merged.records),
-                    "reports": len(reports), "failed": failed})
-        return
-    say(f"wrote {output}: {count(len(merged.records), 'input')} from "
-        f"{count(len(reports), 'report')}, {failed} failed")
 
 
 @bench_app.command("main-job")

@@ -1,4 +1,5 @@
-"""``report html``: the review page of a report, or of the journal of a run in progress."""
+"""The ``report`` commands: ``report html`` (the review page of a report, or of the journal
+of a run in progress) and ``report merge`` (the reports of a sharded run, as one)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lipsync_fix.cli.app import (
     Force,
     Json,
     Quiet,
+    count,
     print_error,
     print_json,
     progress_bar,
@@ -20,9 +22,11 @@ from lipsync_fix.cli.app import (
     say,
 )
 from lipsync_fix.errors import UsageError
+from lipsync_fix.lse import LSE_RECORD
 from lipsync_fix.report import read_review, write_page
 from lipsync_fix.report.rows import STATUS_WORDS
 from lipsync_fix.sync.plot import require_matplotlib
+from lipsync_fix.sync.records import FIX_RECORD, SCORE_RECORD
 
 
 @report_app.command("html")
@@ -63,3 +67,28 @@ def report_html_command(
         say(f"wrote {output}: {len(review.rows)} inputs ({parts or 'none'})")
     if unreadable:
         raise typer.Exit(1)
+
+
+RECORD_SCHEMAS = {schema.kind: schema for schema in (SCORE_RECORD, FIX_RECORD, LSE_RECORD)}
+"""Every command's report rows, for reading reports of any of them."""
+
+
+@report_app.command("merge")
+def report_merge_command(
+    reports: Annotated[list[Path], typer.Argument(help="Per-shard reports (.csv or .jsonl).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The merged report.")],
+    force: Force = False,
+    json_line: Json = False,
+) -> None:
+    """Merge the reports of a run fanned out with --shard into one (one record per input).
+
+    The reports must come from one command; an input with two different measurements is
+    refused (named), numbers stay numbers from CSV to JSON lines and back."""
+    merged = batch.merge_reports(reports, output, RECORD_SCHEMAS, force)
+    failed = sum("error" in r for r in merged.records)
+    if json_line:
+        print_json({"output": str(output), "kind": merged.kind, "inputs": len(merged.records),
+                    "reports": len(reports), "failed": failed})
+        return
+    say(f"wrote {output}: {count(len(merged.records), 'input')} from "
+        f"{count(len(reports), 'report')}, {failed} failed")
