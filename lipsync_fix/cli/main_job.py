@@ -73,6 +73,9 @@ def _checkpoint_or_default(checkpoint: str | None, quiet: bool) -> str:
         note(default_model_notice(name))
     return name
 
+DEFAULTS = SyncOptions()
+"""The estimate's defaults: fix's and score's options default to them, written once."""
+
 MAX_SHIFT_MS = 24 * 3600 * 1000.0  # a day: anything longer is a typo, not a delay
 REPORT_THUMBNAIL_PX = 96
 """A report's rows keep one scored crop this long (a Wav2Lip crop's lower half, 96 x 48,
@@ -158,15 +161,15 @@ def fix_command(
     apply_uncertain: Annotated[bool, typer.Option(
         help="Also fix when the estimate is uncertain.")] = False,
     checkpoint: DefaultCheckpoint = None,
-    context: Context = 25,
-    max_delay_ms: MaxDelay = 600.0,
+    context: Context = DEFAULTS.context_frames,
+    max_delay_ms: MaxDelay = DEFAULTS.max_delay_ms,
     detector: Detector = DetectorName.auto,
     face_box: FaceBox = None,
     device: Device = "auto",
-    precision: Precision = "auto",
-    exhaustive: Exhaustive = False,
-    max_segments: MaxSegments = 32,
-    offset_model: OffsetModelName = "auto",
+    precision: Precision = DEFAULTS.precision,
+    exhaustive: Exhaustive = DEFAULTS.exhaustive,
+    max_segments: MaxSegments = DEFAULTS.max_segments,
+    offset_model: OffsetModelName = DEFAULTS.timeline.model,
     container: Annotated[str | None, typer.Option(
         help="Container of a folder run's outputs (mkv, mp4, mov, ...) [default: each "
              "input's own where lipsync-fix writes it, else mkv].")] = None,
@@ -296,15 +299,15 @@ def _apply_reviewed(reviewed: ReviewedReport, inputs: list[Path], jobs: list[bat
 def score_command(
     inputs: Inputs,
     checkpoint: DefaultCheckpoint = None,
-    context: Context = 25,
-    max_delay_ms: MaxDelay = 600.0,
+    context: Context = DEFAULTS.context_frames,
+    max_delay_ms: MaxDelay = DEFAULTS.max_delay_ms,
     detector: Detector = DetectorName.auto,
     face_box: FaceBox = None,
     device: Device = "auto",
-    precision: Precision = "auto",
-    exhaustive: Exhaustive = False,
-    max_segments: MaxSegments = 32,
-    offset_model: OffsetModelName = "auto",
+    precision: Precision = DEFAULTS.precision,
+    exhaustive: Exhaustive = DEFAULTS.exhaustive,
+    max_segments: MaxSegments = DEFAULTS.max_segments,
+    offset_model: OffsetModelName = DEFAULTS.timeline.model,
     json_lines: Json = False,
     plot: Annotated[Path | None, typer.Option(
         help="Draw the score by delay and the offsets over time to a PNG (a folder of "
