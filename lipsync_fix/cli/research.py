@@ -386,7 +386,7 @@ def bench_folder(
     per_file_clips: Annotated[int | None, typer.Option(
         min=1, help="Run one process per file on only this many clips (figures per "
                     "clip) [default: all].")] = None,
-    device: Device = "cpu",
+    device: Device = "auto",
     json_line: Json = False,
 ) -> None:
     """A folder of short clips: the folder pipeline against one process per file and one
@@ -395,6 +395,7 @@ def bench_folder(
         raise UsageError(f"--command must be {' or '.join(BENCH_COMMANDS)}, not {command!r}")
     if folder is not None and not folder.is_dir():
         raise UsageError(f"--folder {folder} is not a folder")
+    device = str(resolve_device(device))
     result = run_folder_benchmark(work_dir, folder=folder, clips=clips, seconds=seconds,
                                   size=size, model=checkpoint, command=command,
                                   device=device, workers=workers, per_file=per_file,
