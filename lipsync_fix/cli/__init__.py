@@ -31,6 +31,7 @@ from lipsync_fix.cli import (  # noqa: F401  (registers commands)
     lse,
     main_job,
     models,
+    paper,
     report,
     research,
     separation,
