@@ -11,6 +11,7 @@ from rich.table import Table
 
 from lipsync_fix import batch
 from lipsync_fix.cli.app import (
+    Checkpoint,
     Detector,
     DetectorName,
     Device,
@@ -208,8 +209,7 @@ def export_command(
 @app.command("eval")
 def eval_command(
     data_root: Annotated[Path, typer.Option(help="Root of preprocessed clips (authors' layout).")],
-    checkpoint: Annotated[str, typer.Option(
-        "--checkpoint", "-c", help="Checkpoint path or registry name.")],
+    checkpoint: Checkpoint,
     protocol: Annotated[str, typer.Option(help="Metrics: lrs2 (speech) or acappella.")] = "lrs2",
     split: Annotated[str, typer.Option(help="Filelist split under DATA_ROOT/filelists.")] = "test",
     mode: Annotated[str, typer.Option(help="cached (fast) or reference (per pair).")] = "cached",
