@@ -157,7 +157,7 @@ def evaluate_folder(
     start = time.perf_counter()
     for i, folder in list(enumerate(clips))[ctx.rank :: ctx.world_size]:
         try:
-            clip = load_clip(folder, recipe.crop_size)
+            clip = load_clip(folder, recipe.crop_size, recipe.fit_crop)
         except LipsyncError as exc:
             result.skipped.append({"clip": str(folder), "reason": str(exc)})
             continue
