@@ -3,23 +3,40 @@ golden weight rule at its widths), its input recipe, and its authors' file forma
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
+from conftest import DATA, invoke
 
+from lipsync_fix import media
+from lipsync_fix.data.synth import make_talking_head
+from lipsync_fix.errors import CheckpointError
 from lipsync_fix.evaluation.golden import rule_state_dict
 from lipsync_fix.features.inputs import MTDVOCALIST, WAV2LIP, recipe_for
 from lipsync_fix.features.visual import frames_from_stacked, torchvision_resize
 from lipsync_fix.models import MTD_DIMS, MTDVocaLiST, VocaLiST, count_parameters
 from lipsync_fix.models.checkpoint import model_from_checkpoint, read_checkpoint
-from lipsync_fix.models.store import LAYOUTS
+from lipsync_fix.models.registry import (
+    REGISTRY_FILE,
+    default_model_name,
+    load_model,
+    load_registry,
+)
+from lipsync_fix.models.store import ASSETS, LAYOUTS, trust_path
+from lipsync_fix.models.vocalist import PRESETS
 from lipsync_fix.sync.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
 
+REPO = Path(__file__).resolve().parents[1]
 MTD_DATA = DATA / "mtdvocalist"
 MANIFEST = LAYOUTS / "mtdvocalist.json"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def rel_err(ours: torch.Tensor, ref: np.ndarray) -> float:
@@ -140,3 +157,165 @@ def test_authors_file_is_recognised_by_its_shapes_and_loads_strict(tmp_path, mtd
     torch.save({"state_dict": broken}, path)
     with pytest.raises(Exception, match="shape mismatches"):
         model_from_checkpoint(read_checkpoint(path), str(path))
+
+
+# --- mtdvocalist-lrs2: trust on first use, the default model ------------------------------
+
+RELEASE = "https://github.com/xjchenGit/MTDVocaLiST/releases/download/v1.0/pure_MTDVocaLiST.pth"
+
+
+@pytest.fixture(scope="module")
+def mtd_file(tmp_path_factory) -> bytes:
+    """What the release holds, as far as can be known here: the authors' format
+    (``{"state_dict"}`` only) at MTDVocaLiST's widths, weights from the golden rule."""
+    path = tmp_path_factory.mktemp("release") / "pure_MTDVocaLiST.pth"
+    torch.save({"state_dict": rule_state_dict(MANIFEST)}, path)
+    return path.read_bytes()
+
+
+def registry_with(tmp_path, monkeypatch, url: str, **changes) -> dict:
+    """The package's registry with mtdvocalist-lrs2's release URL pointing at ``url`` (the
+    ``$LIPSYNC_FIX_REGISTRY`` override); the other entries as shipped."""
+    registry = json.loads(REGISTRY_FILE.read_text())
+    registry["mtdvocalist-lrs2"]["urls"] = [url]
+    registry["mtdvocalist-lrs2"].update(changes)
+    path = tmp_path / "registry.json"
+    path.write_text(json.dumps(registry))
+    monkeypatch.setenv("LIPSYNC_FIX_REGISTRY", str(path))
+    return registry
+
+
+def cache_files(cache) -> list[str]:
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
+def test_the_entry_is_the_release():
+    entry = json.loads(REGISTRY_FILE.read_text())["mtdvocalist-lrs2"]
+    assert entry["urls"] == [RELEASE] and entry["filename"] == "pure_MTDVocaLiST.pth"
+    assert entry["family"] == "mtdvocalist" and entry["parameters"] == 13_280_961
+    assert entry["sha256"] is None and (ASSETS / entry["layout"]) == MANIFEST
+    assert entry["card"] == "mtdvocalist.md" and entry["download_by_default"] is True
+    assert entry["accuracy"]["by_context"]["5"] == 91.46
+    assert entry["accuracy"]["by_context"]["15"] == 99.68
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory):
+    """A 2 s generated talking head with its audio 120 ms late."""
+    clip = make_talking_head(4, duration_s=2.0, audio_delay_ms=120)
+    path = tmp_path_factory.mktemp("talk") / "talk.mp4"
+    media.write_video(path, clip.frames, clip.fps, audio=clip.audio, sample_rate=16000)
+    return path
+
+
+def test_first_use_downloads_checks_records_prints_and_fixes(
+        tmp_path, monkeypatch, server, mtd_file, talk, private_cache):
+    """The issue's Done-when: an empty cache, a server standing in for GitHub, and the
+    README's first command with no -c. (Rule weights score nothing real, so the estimate
+    is uncertain and --apply-uncertain makes the fix be written.)"""
+    server.files["pure_MTDVocaLiST.pth"] = mtd_file
+    registry_with(tmp_path, monkeypatch, f"{server.base}/v1.0/pure_MTDVocaLiST.pth")
+    out = tmp_path / "fixed.mp4"
+    run = invoke(talk, "-o", out, "--apply-uncertain", "--max-segments", "2")
+    assert run.code == 0, run.stderr
+    digest = sha256(mtd_file)
+    target = private_cache / "pure_MTDVocaLiST.pth"
+    assert target.read_bytes() == mtd_file and out.is_file()
+    record = json.loads(trust_path(target).read_text())
+    assert record["sha256"] == digest and record["size_bytes"] == len(mtd_file)
+    assert record["source"] == f"{server.base}/v1.0/pure_MTDVocaLiST.pth"
+    lines = run.error_lines
+    [printed] = [line for line in lines if digest in line]
+    assert printed.startswith("mtdvocalist-lrs2: no published sha256; trusting this first "
+                              f"download: sha256 {digest}, {len(mtd_file):,} bytes")
+    [chosen] = [line for line in lines if line.startswith("using ")]
+    assert chosen.startswith(f"using mtdvocalist-lrs2 (mtdvocalist, from {target}); for "
+                             "better accuracy get vocalist-lrs2: run lipsync-fix models "
+                             "download vocalist-lrs2")
+    assert server.hits == ["/v1.0/pure_MTDVocaLiST.pth"]
+
+    # a second run uses the cached file, checked against the record, without downloading
+    again = invoke("score", talk, "--json", "--max-segments", "2")
+    assert again.code == 0, again.stderr
+    assert server.hits == ["/v1.0/pure_MTDVocaLiST.pth"]
+    assert json.loads(again.stdout.splitlines()[-1])["model"]["name"] == "mtdvocalist-lrs2"
+    verify = invoke("models", "verify", "mtdvocalist-lrs2")
+    assert verify.code == 0 and "verified (against the sha256 recorded on first use)" \
+        in verify.stdout
+    listing = {r["name"]: r for r in invoke("models", "--json").json_lines()}
+    assert listing["mtdvocalist-lrs2"]["trust"] == "recorded on first use"
+    assert listing["mtdvocalist-lrs2"]["verified"] is True
+
+    # a file changed afterwards is caught by the record: verify fails, a load fetches the
+    # release again and accepts it only with the recorded hash
+    target.write_bytes(mtd_file[:-1] + b"!")
+    broken = invoke("models", "verify", "mtdvocalist-lrs2")
+    assert broken.code == 1 and f"not the recorded on first use {digest}" in broken.stderr
+    assert load_model("mtdvocalist-lrs2").family == "mtdvocalist"
+    assert target.read_bytes() == mtd_file and len(server.hits) == 2
+
+    # a sha256 written into the registry later wins over the record
+    registry_with(tmp_path, monkeypatch, f"{server.base}/v1.0/pure_MTDVocaLiST.pth",
+                  sha256="0" * 64)
+    with pytest.raises(CheckpointError, match="did not match its sha256"):
+        load_model("mtdvocalist-lrs2")
+
+
+def test_offline_with_no_model_fails_in_one_line_naming_it(tmp_path, monkeypatch, dead_url,
+                                                            talk, private_cache):
+    registry_with(tmp_path, monkeypatch, f"{dead_url}/pure_MTDVocaLiST.pth")
+    out = tmp_path / "fixed.mp4"
+    run = invoke(talk, "-o", out)
+    assert run.code == 1  # a checkpoint that cannot be downloaded (README: exit status)
+    [line] = run.error_lines
+    assert "cannot download mtdvocalist-lrs2: no network" in line
+    assert "--checkpoint PATH" in line and "lipsync-fix models download mtdvocalist-lrs2" in line
+    assert not out.exists() and cache_files(private_cache) == []
+
+
+@pytest.mark.parametrize("served", ["garbage", "vocalist-layout"])
+def test_a_wrong_download_is_refused_and_leaves_nothing(tmp_path, monkeypatch, server,
+                                                        served, private_cache):
+    if served == "garbage":
+        body = b"<html>rate limited</html>"
+    else:  # a real checkpoint, of the wrong model
+        path = tmp_path / "tiny.pth"
+        torch.save({"state_dict": VocaLiST(PRESETS["tiny"]).state_dict()}, path)
+        body = path.read_bytes()
+    server.files["pure_MTDVocaLiST.pth"] = body
+    registry_with(tmp_path, monkeypatch, f"{server.base}/pure_MTDVocaLiST.pth")
+    run = invoke("models", "download", "mtdvocalist-lrs2")
+    assert run.code == 1
+    [line] = run.error_lines
+    assert "cannot download mtdvocalist-lrs2" in line and "is not the expected model file" in line
+    assert cache_files(private_cache) == []
+
+
+def test_default_policy(tmp_path, monkeypatch, server, dead_url, mtd_file, private_cache):
+    """vocalist-lrs2 when cached and verified; else mtdvocalist-lrs2 (downloaded); offline,
+    syncnet-v2 when cached."""
+    registry = registry_with(tmp_path, monkeypatch, f"{dead_url}/pure_MTDVocaLiST.pth")
+    syncnet = tmp_path / "syncnet.pth"
+    torch.save({"state_dict": {"netcnnaud.0.weight": torch.zeros(1)}}, syncnet)
+    registry["syncnet-v2"]["sha256"] = sha256(syncnet.read_bytes())
+    registry["vocalist-lrs2"]["sha256"] = "1" * 64  # published, and not what is cached
+    (tmp_path / "registry.json").write_text(json.dumps(registry))
+    private_cache.mkdir(parents=True)
+    (private_cache / "syncnet_v2.model").write_bytes(syncnet.read_bytes())
+    assert default_model_name(quiet=True) == "syncnet-v2"  # offline: the cached fallback
+    (private_cache / "vocalist_5f_lrs2.pth").write_bytes(b"not the published file")
+    assert default_model_name(quiet=True) == "syncnet-v2"  # cached but not verified
+    server.files["pure_MTDVocaLiST.pth"] = mtd_file
+    registry["mtdvocalist-lrs2"]["urls"] = [f"{server.base}/pure_MTDVocaLiST.pth"]
+    (tmp_path / "registry.json").write_text(json.dumps(registry))
+    assert default_model_name(quiet=True) == "mtdvocalist-lrs2"  # online: downloaded
+    registry["vocalist-lrs2"]["sha256"] = sha256(b"not the published file")
+    (tmp_path / "registry.json").write_text(json.dumps(registry))
+    assert default_model_name(quiet=True) == "vocalist-lrs2"
+    assert load_registry()["syncnet-v2"]["default"] > load_registry()["mtdvocalist-lrs2"][
+        "default"] > load_registry()["vocalist-lrs2"]["default"]
+
+
+def test_lse_keeps_syncnet_v2():
+    """LSE-D/LSE-C are defined by SyncNet: `lse` never takes the default model."""
+    assert "syncnet-v2" in (REPO / "lipsync_fix" / "cli" / "lse.py").read_text()

@@ -1,5 +1,9 @@
 """Known model files: names, downloads on first use, verification, and the default model.
 
+Storage details that do not depend on which model is chosen (state-dict layouts, trust
+records) live in :mod:`lipsync_fix.models.store`; this module holds the registry, the
+downloads and the choice.
+
 The registry (``models/registry.json``, shipped in the package as
 ``lipsync_fix/assets/registry.json``; ``$LIPSYNC_FIX_REGISTRY`` points at another file)
 maps a name to what a user needs to know before trusting a file: its family, size,
@@ -22,9 +26,18 @@ Why it works the way it does:
 * A file is verified before every use, but the hash is remembered against the file's size,
   mtime, ctime and inode (``.verified.json`` in the cache), so a 55 MB model is not re-hashed
   on every run while any change to it (even one that restores the mtime) is caught.
-* Entries whose publisher offers no direct link (the VocaLiST authors use a Google Drive
-  folder) resolve only from a file the user put in the cache or passed by path; the error
-  and ``lipsync-fix models`` give the exact steps.
+* A publisher that gives no sha256 (MTDVocaLiST's GitHub release, VocaLiST's Drive
+  folder) is trusted on first use: the temporary file is checked against the entry's
+  state-dict ``layout`` before the rename, then its sha256 and size are printed and
+  recorded beside it (:mod:`lipsync_fix.models.store`); every later use is checked
+  against that record, and a ``sha256`` in the registry wins over it.
+* Entries published in a Google Drive folder (``drive_folder``, the VocaLiST authors')
+  are fetched with ``gdown``: the folder is listed, the file picked by its name. When
+  Drive refuses (quota, a moved folder, offline) the error is one line with the manual
+  steps, which ``lipsync-fix models`` also gives.
+* Without ``--checkpoint``, :func:`default_model_name` picks the model: ``vocalist-lrs2``
+  when it is here and verifies, else ``mtdvocalist-lrs2`` (downloaded on first use), else
+  ``syncnet-v2`` when it is here. ``lse`` does not ask: its metric is SyncNet's.
 """
 
 from __future__ import annotations
@@ -43,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gdown
 import torch
 from rich.console import Console
 from rich.progress import (
@@ -58,6 +72,14 @@ from torch import nn
 from lipsync_fix.errors import CheckpointError
 from lipsync_fix.files import atomic_path, write_atomically
 from lipsync_fix.models.checkpoint import model_from_checkpoint, read_checkpoint
+from lipsync_fix.models.store import (
+    TrustRecord,
+    layout_path,
+    layout_problem,
+    read_trust,
+    record_trust,
+    trust_path,
+)
 
 PACKAGE = Path(__file__).resolve().parents[1]
 ASSETS = PACKAGE / "assets"
@@ -114,8 +136,11 @@ def _entry_problem(entry: Any) -> str | None:
     urls = entry.get("urls", [])
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         return "has urls that are not a list of strings"
-    if urls and sha is None:
-        return "has urls but no sha256 (a download could not be checked)"
+    layout = layout_path(entry)
+    if layout is not None and not layout.is_file():
+        return f"names a layout {entry['layout']!r} that lipsync-fix does not ship"
+    if (urls or entry.get("drive_folder")) and sha is None and layout is None:
+        return "has a download but neither a sha256 nor a layout (it could not be checked)"
     return None
 
 
@@ -207,18 +232,35 @@ def file_sha256(path: Path, recheck: bool = False) -> str:
 
 # --- status and instructions --------------------------------------------------------------
 
+PUBLISHED = "published"
+FIRST_USE = "recorded on first use"
+
+
 @dataclass(frozen=True)
 class FileStatus:
-    """Whether an entry's file is on disk and whether it is the published file.
+    """Whether an entry's file is on disk and whether it is the file it should be.
 
-    ``verified`` is None when the file is absent, or present but with no published sha256
-    to compare with (the VocaLiST weights)."""
+    ``expected`` is the sha256 the file is held to and ``trust`` where that comes from:
+    :data:`PUBLISHED` (the registry's ``sha256``, which wins) or :data:`FIRST_USE` (the
+    trust record written when the file was first downloaded or checked). ``verified``
+    is None when the file is absent, or present with neither to compare with."""
 
     name: str
     path: Path
     present: bool
     verified: bool | None
     sha256: str | None
+    expected: str | None = None
+    trust: str | None = None
+
+
+def expected_sha256(entry: Mapping[str, Any], target: Path) -> tuple[str | None, str | None]:
+    """The sha256 an entry's file must have and where it comes from (see
+    :class:`FileStatus`): the registry's, else the trust record beside the file."""
+    if entry.get("sha256"):
+        return str(entry["sha256"]), PUBLISHED
+    record = read_trust(target)
+    return (record.sha256, FIRST_USE) if record is not None else (None, None)
 
 
 def check_file(
@@ -230,11 +272,12 @@ def check_file(
     path = target_path(entry, root)
     if not path.is_file():
         return FileStatus(name, path, False, None, None)
-    expected = entry.get("sha256")
+    expected, trust = expected_sha256(entry, path)
     if expected is None and not recheck:
         return FileStatus(name, path, True, None, None)
     digest = file_sha256(path, recheck)
-    return FileStatus(name, path, True, None if expected is None else digest == expected, digest)
+    verified = None if expected is None else digest == expected
+    return FileStatus(name, path, True, verified, digest, expected, trust)
 
 
 def get_entry(name: str, registry: dict[str, dict] | None = None) -> dict:
@@ -250,22 +293,16 @@ def how_to_get(name: str, registry: dict[str, dict] | None = None, root: Path | 
                ) -> str:
     """One sentence: how a user obtains this entry's file."""
     entry = get_entry(name, registry)
-    target = target_path(entry, root)
     if entry.get("bundled"):
         return "bundled with lipsync-fix (reinstall lipsync-fix to restore it)"
     if urls_of(entry):
         automatic = entry.get("kind", MODEL_KIND) == MODEL_KIND
         return f"run lipsync-fix models download {name}" + \
             (" (or let the first use download it)" if automatic else "")
-    source = entry.get("source", "its publisher")
-    if "drive.google.com" in source:  # a folder page, not a file link: say what to click
-        manual = f"open {source} in a browser, download {entry['filename']}"
-    else:
-        manual = f"download {entry['filename']} from {source}"
-    manual += f" and put it at {shown(target)}"
-    if entry.get("kind", MODEL_KIND) == MODEL_KIND:
-        manual += " (or pass --checkpoint PATH)"
-    return manual
+    if entry.get("drive_folder"):
+        return (f"run lipsync-fix models download {name} (fetched from its authors' Google "
+                "Drive folder)")
+    return manual_steps(name, registry, root)
 
 
 # --- downloading ----------------------------------------------------------------------
@@ -292,9 +329,12 @@ def _download_bar(name: str, quiet: bool) -> Iterator[Progress | None]:
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def _fetch(url: str, target: Path, expected: str, progress: Progress | None) -> None:
+def _fetch(url: str, target: Path, expected: str | None, layout: Path | None,
+           progress: Progress | None) -> str:
     """Stream one location into a temporary file beside ``target`` and rename it into place
-    only when complete and of the expected sha256; raise :class:`_LocationError` otherwise."""
+    only when complete and the right file: of the ``expected`` sha256, or, where none is
+    known, of the state-dict ``layout``. Returns the file's sha256; raises
+    :class:`_LocationError` otherwise."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     host = urllib.parse.urlsplit(url).netloc or url
     digest = hashlib.sha256()
@@ -315,8 +355,7 @@ def _fetch(url: str, target: Path, expected: str, progress: Progress | None) -> 
                         progress(done, total)
             if total is not None and done < total:
                 raise _LocationError(f"{host} broke off after {done} of {total} bytes")
-            if digest.hexdigest() != expected:
-                raise _LocationError(f"the file from {host} did not match its sha256")
+            _check_fetched(tmp, digest.hexdigest(), expected, layout, f"the file from {host}")
     except urllib.error.HTTPError as exc:
         raise _LocationError(f"HTTP {exc.code} from {host}") from exc
     except urllib.error.URLError as exc:
@@ -326,12 +365,108 @@ def _fetch(url: str, target: Path, expected: str, progress: Progress | None) -> 
     except (http.client.HTTPException, OSError) as exc:
         reason = f"{type(exc).__name__}: {exc}"
         raise _LocationError(f"the download from {host} failed ({reason})") from exc
+    return digest.hexdigest()
+
+
+def _check_fetched(tmp: Path, digest: str, expected: str | None, layout: Path | None,
+                   what: str) -> None:
+    """Refuse a downloaded temporary file (so it is never renamed into place) whose sha256
+    is not ``expected`` or, with no hash to compare with, whose state dict does not have
+    the ``layout``."""
+    if expected is not None:
+        if digest != expected:
+            raise _LocationError(f"{what} did not match its sha256")
+        return
+    if layout is not None:
+        problem = layout_problem(tmp, layout)
+        if problem:
+            raise _LocationError(f"{what} is not the expected model file ({problem})")
+
+
+# --- Google Drive ---------------------------------------------------------------------
+
+DRIVE_FOLDER_URL = "https://drive.google.com/drive/folders/{}"
+
+
+def _fetch_from_drive(entry: Mapping[str, Any], target: Path, expected: str | None,
+                      layout: Path | None, quiet: bool) -> str:
+    """Fetch an entry's file from its publisher's Google Drive folder with ``gdown``: list
+    the folder, pick the file by its name, download it into a temporary file beside
+    ``target`` (gdown's progress bar on stderr), check it and rename it into place.
+
+    Drive answers with HTML pages (virus-scan confirmation, quota exceeded, sign-in)
+    rather than errors; gdown is the maintained library that reads them. Any refusal
+    becomes a :class:`_LocationError` (then the user gets today's manual steps)."""
+    folder = str(entry["drive_folder"])
+    try:
+        listing = gdown.download_folder(id=folder, skip_download=True, quiet=True) or []
+    except Exception as exc:  # gdown raises requests', its own and parsing errors
+        raise _drive_error("listing the Drive folder", exc) from exc
+    if not listing:
+        raise _LocationError("Google Drive did not list the folder (moved, private or "
+                             "over its quota)")
+    wanted = entry["filename"]
+    match = [f for f in listing if Path(str(f.path)).name == wanted]
+    if not match:
+        raise _LocationError(f"the Drive folder holds no {wanted}")
+    digest = hashlib.sha256()
+    try:
+        with atomic_path(target) as tmp:
+            got = gdown.download(id=match[0].id, output=str(tmp), quiet=quiet)
+            if got is None or not tmp.is_file():
+                raise _LocationError("Google Drive refused the download (quota or "
+                                     "confirmation page)")
+            with open(tmp, "rb") as f:
+                while chunk := f.read(CHUNK_BYTES):
+                    digest.update(chunk)
+            _check_fetched(tmp, digest.hexdigest(), expected, layout, "the file from Drive")
+    except _LocationError:
+        raise
+    except Exception as exc:
+        raise _drive_error("downloading from Drive", exc) from exc
+    return digest.hexdigest()
+
+
+def _drive_error(doing: str, exc: Exception) -> _LocationError:
+    text = str(exc).strip().splitlines()
+    reason = text[0] if text else type(exc).__name__
+    offline = "connection" in type(exc).__name__.lower() or "resolve" in reason.lower()
+    return _LocationError(f"{doing} failed ({reason[:160]})", no_connection=offline)
+
+
+def manual_steps(name: str, registry: dict[str, dict] | None = None,
+                 root: Path | None = None) -> str:
+    """Today's manual steps for an entry's file: where to click, where to put it."""
+    entry = get_entry(name, registry)
+    target = target_path(entry, root)
+    source = entry.get("source", "its publisher")
+    if "drive.google.com" in source:  # a folder page, not a file link: say what to click
+        manual = f"open {source} in a browser, download {entry['filename']}"
+    else:
+        manual = f"download {entry['filename']} from {source}"
+    manual += f" and put it at {shown(target)}"
+    if entry.get("kind", MODEL_KIND) == MODEL_KIND:
+        manual += " (or pass --checkpoint PATH)"
+    return manual
+
+
+# --- one download, from wherever the entry is published --------------------------------
+
+def _trust_line(name: str, target: Path, record: TrustRecord) -> str:
+    return (f"{name}: no published sha256; trusting this first download: sha256 "
+            f"{record.sha256}, {record.size_bytes:,} bytes (recorded in "
+            f"{shown(trust_path(target))}; later uses are checked against it)")
 
 
 def _download(name: str, entry: Mapping[str, Any], target: Path, progress: Progress | None,
               quiet: bool, prefix: str = "") -> Path:
-    """Try each location in order; the first complete file with the right hash wins."""
+    """Try each location in order (the URLs, then the Drive folder); the first complete
+    file that checks out wins. A file with no published sha256 is checked by its layout,
+    and its hash recorded (trust on first use) unless a record already says what it must
+    be."""
     urls = urls_of(entry)
+    expected, _ = expected_sha256(entry, target)
+    layout = layout_path(entry)
     made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -339,15 +474,29 @@ def _download(name: str, entry: Mapping[str, Any], target: Path, progress: Progr
         raise CheckpointError(f"cannot create the folder {target.parent} for {name}: "
                               f"{exc.strerror or exc}") from exc
     failures: list[_LocationError] = []
+    source = None
     with _download_bar(name, quiet) as bar:
         for url in urls:
             try:
-                _fetch(url, target, entry["sha256"], progress or bar)
+                digest = _fetch(url, target, expected, layout, progress or bar)
             except _LocationError as failed:
                 failures.append(failed)
                 continue
-            _remember(target, entry["sha256"], _stat_key(target))
-            return target
+            source = url
+            break
+    if source is None and entry.get("drive_folder"):
+        try:
+            digest = _fetch_from_drive(entry, target, expected, layout, quiet)
+            source = DRIVE_FOLDER_URL.format(entry["drive_folder"])
+        except _LocationError as failed:
+            failures.append(failed)
+    if source is not None:
+        _remember(target, digest, _stat_key(target))
+        if expected is None:
+            record = record_trust(target, digest, target.stat().st_size, source)
+            if not quiet:
+                _err.print(_trust_line(name, target, record), markup=False)
+        return target
     for folder in made:  # a failed download leaves no empty cache folder behind
         try:
             folder.rmdir()
@@ -357,11 +506,20 @@ def _download(name: str, entry: Mapping[str, Any], target: Path, progress: Progr
         why = "no network"
     else:
         why = "; ".join(dict.fromkeys(str(f) for f in failures))
-    tried = f"tried {len(urls)} location{'s' if len(urls) != 1 else ''}"
+    n = len(urls) + bool(entry.get("drive_folder"))
+    tried = f"tried {n} location{'s' if n != 1 else ''}"
+    if entry.get("drive_folder") and not urls:
+        raise CheckpointError(f"{prefix}cannot download {name} from Google Drive: {why}; "
+                              f"{manual_steps(name, {name: dict(entry)}, target.parent)}")
     instead = ("pass --checkpoint PATH or put it in" if entry.get("kind", MODEL_KIND) == MODEL_KIND
                else "put it in")
     raise CheckpointError(f"{prefix}cannot download {name}: {why} ({tried}); download it "
-                          f"elsewhere and {instead} {shown(target)}")
+                          f"elsewhere (lipsync-fix models download {name}) and {instead} "
+                          f"{shown(target)}")
+
+
+def _downloadable(entry: Mapping[str, Any]) -> bool:
+    return bool(urls_of(entry) or entry.get("drive_folder"))
 
 
 def download_model(
@@ -373,23 +531,30 @@ def download_model(
 ) -> Path:
     """The verified local file of registry entry ``name``, downloaded if it is missing.
 
-    A file already there is used if it verifies; one that does not is downloaded again
-    (whisper does the same) and replaced only by a good copy. ``progress`` replaces the
-    progress bar (which is shown on stderr when it is a terminal and not ``quiet``).
+    A file already there is used if it verifies: against the registry's sha256, else the
+    trust record made when it was first downloaded; a file with neither (put there by
+    hand) is checked by its layout and recorded now. One that does not verify is
+    downloaded again (whisper does the same) and replaced only by a good copy, which must
+    match the same hash. ``progress`` replaces the progress bar (which is shown on stderr
+    when it is a terminal and not ``quiet``).
     """
     registry = load_registry() if registry is None else registry
     entry = get_entry(name, registry)
     target = target_path(entry, root)
-    expected = entry.get("sha256")
     prefix = ""
     if target.is_dir():
         raise CheckpointError(f"{shown(target)} should be the file of {name}, but it is a "
                               "folder; move it out of the way")
     if target.is_file():
-        if expected is None or file_sha256(target) == expected:
+        expected, trust = expected_sha256(entry, target)
+        if expected is None:
+            return _first_use_of_placed_file(name, entry, target, registry, root, quiet)
+        if file_sha256(target) == expected:
             return target
-        bad = f"{shown(target)} does not match the sha256 of {name}"
-        if not urls_of(entry):
+        bad = (f"{shown(target)} does not match the sha256 of {name}" if trust == PUBLISHED
+               else f"{shown(target)} does not match the sha256 recorded when {name} was "
+                    f"first downloaded ({shown(trust_path(target))})")
+        if not _downloadable(entry):
             raise CheckpointError(f"{bad}; {how_to_get(name, registry, root)}")
         if not quiet:
             _err.print(f"warning: {bad}; downloading it again", markup=False)
@@ -397,9 +562,30 @@ def download_model(
     elif entry.get("bundled"):
         raise CheckpointError(f"the bundled file of {name} is missing at {target}; "
                               "reinstall lipsync-fix")
-    if not urls_of(entry):
+    if not _downloadable(entry):
         raise CheckpointError(f"{name} has no direct download; {how_to_get(name, registry, root)}")
     return _download(name, entry, target, progress, quiet, prefix)
+
+
+def _first_use_of_placed_file(name: str, entry: Mapping[str, Any], target: Path,
+                              registry: dict[str, dict], root: Path | None, quiet: bool
+                              ) -> Path:
+    """A file in the cache with no hash to compare with (the user copied it there): check
+    its layout, where the entry has one, and record its hash so later changes are caught."""
+    layout = layout_path(entry)
+    if layout is None:
+        return target
+    problem = layout_problem(target, layout)
+    if problem:
+        raise CheckpointError(f"{shown(target)} is not the {name} file ({problem}); "
+                              f"{how_to_get(name, registry, root)}")
+    digest = file_sha256(target)
+    record = record_trust(target, digest, target.stat().st_size, "placed in the cache")
+    if not quiet:
+        _err.print(_trust_line(name, target, record).replace("first download",
+                                                             "file on first use"),
+                   markup=False)
+    return target
 
 
 def resolve_checkpoint(
@@ -430,28 +616,60 @@ def _default_candidates(registry: dict[str, dict]) -> list[str]:
     return [name for _, name in sorted(ranked)]
 
 
-def default_model_name(registry: dict[str, dict] | None = None, root: Path | None = None) -> str:
-    """The model ``fix`` and ``score`` use when no ``--checkpoint`` is given.
+def _usable_here(name: str, registry: dict[str, dict], root: Path | None, quiet: bool
+                 ) -> bool:
+    """Whether an entry's file is here and checks out (hash, else layout: a file placed by
+    hand is recorded on this first use), without downloading anything."""
+    entry = registry[name]
+    target = target_path(entry, root)
+    if not target.is_file():
+        return False
+    expected, _ = expected_sha256(entry, target)
+    if expected is not None:
+        return file_sha256(target) == expected
+    try:
+        _first_use_of_placed_file(name, entry, target, registry, root, quiet)
+    except CheckpointError:
+        return False
+    return True
 
-    The best-ranked default whose file is already here (the VocaLiST weights, which only
-    a user can fetch), else the best-ranked one that can be downloaded (``syncnet-v2``),
-    so the main job works on real faces from a fresh install for anyone online.
+
+def default_model_name(registry: dict[str, dict] | None = None, root: Path | None = None,
+                       quiet: bool = False) -> str:
+    """The model ``fix`` and ``score`` use when no ``--checkpoint`` is given, its file
+    ready in the cache.
+
+    Entries marked ``"default": rank`` are taken best rank first: one whose file is here
+    and verifies is used (``vocalist-lrs2``, then ``mtdvocalist-lrs2``, then ``syncnet-v2``);
+    before falling back to a lower rank, an entry marked ``"download_by_default"``
+    (``mtdvocalist-lrs2``: a direct download, ~53 MB) is downloaded. So a fresh install
+    online gets MTDVocaLiST, a user who fetched VocaLiST gets VocaLiST, and offline with
+    none of them the error is the download's own line: it names the model and how to get
+    it offline.
     """
     registry = load_registry() if registry is None else registry
     candidates = _default_candidates(registry)
+    failure: CheckpointError | None = None
     for name in candidates:
-        if target_path(registry[name], root).is_file():
+        if _usable_here(name, registry, root, quiet):
             return name
-    for name in candidates:
-        if urls_of(registry[name]):
-            return name
+        entry = registry[name]
+        if failure is None and entry.get("download_by_default") and _downloadable(entry):
+            try:
+                download_model(name, registry, root, quiet=quiet)
+                return name
+            except CheckpointError as exc:
+                failure = exc  # a cached lower-ranked model may still do
+    if failure is not None:
+        raise failure
     raise CheckpointError("no default model is available; see lipsync-fix models and pass "
                           "--checkpoint NAME or PATH")
 
 
 def default_model_notice(name: str, registry: dict[str, dict] | None = None,
                          root: Path | None = None) -> str:
-    """One line for stderr: which default model is used, and how to get a better one."""
+    """One line for stderr: which default model runs, from where, and how to get a better
+    one."""
     registry = load_registry() if registry is None else registry
     entry = get_entry(name, registry)
     target = target_path(entry, root)
