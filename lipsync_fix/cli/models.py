@@ -87,6 +87,8 @@ def _record(name: str, entry: dict, status: FileStatus, registry: dict) -> dict:
         "preset": entry.get("preset"),
         "parameters": entry.get("parameters"),
         "size_bytes": entry.get("size_bytes"),
+        "weights_mb": round(entry["parameters"] * 4 / 1e6, 1) if entry.get("parameters")
+        else None,
         "licence": entry.get("licence"),
         "description": entry.get("description"),
         "source": entry.get("source"),

@@ -40,7 +40,9 @@ def torchvision_resize(image: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
     samples 2x2 neighbours: the two differ by several grey levels on a face crop, enough
     to change a model's scores, so each family gets the resize it was trained with.
     Upscaling is plain bilinear in both. Channels are resized independently, so BGR in
-    gives BGR out.
+    gives BGR out. Checked identical (every pixel) to torchvision 0.28's tensor resize on
+    random and blurred images of 60x70 to 300x250 when this was written; torchvision is
+    not a dependency, so the test suite checks the properties instead.
     """
     img = np.asarray(image)
     if img.ndim != 3 or img.dtype != np.uint8:
