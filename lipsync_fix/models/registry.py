@@ -626,12 +626,18 @@ def _usable_here(name: str, registry: dict[str, dict], root: Path | None, quiet:
         return False
     expected, _ = expected_sha256(entry, target)
     if expected is not None:
-        return file_sha256(target) == expected
-    try:
-        _first_use_of_placed_file(name, entry, target, registry, root, quiet)
-    except CheckpointError:
-        return False
-    return True
+        if file_sha256(target) == expected:
+            return True
+        problem = f"{shown(target)} does not match the sha256 of {name}"
+    else:
+        try:
+            _first_use_of_placed_file(name, entry, target, registry, root, quiet)
+            return True
+        except CheckpointError as exc:
+            problem = str(exc).split(";")[0]
+    if not quiet:  # the user put it there: say why it is passed over
+        _err.print(f"warning: {problem}; not using it", markup=False)
+    return False
 
 
 def default_model_name(registry: dict[str, dict] | None = None, root: Path | None = None,
