@@ -4,8 +4,9 @@ golden weight rule at its widths), its input recipe, and its authors' file forma
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
-from pathlib import Path
+import re
 
 import numpy as np
 import pytest
@@ -13,8 +14,11 @@ import torch
 from conftest import DATA, invoke
 
 from lipsync_fix import media
+from lipsync_fix.cli import lse as lse_cli
 from lipsync_fix.data.synth import make_talking_head
 from lipsync_fix.errors import CheckpointError
+from lipsync_fix.evaluation.bench_folder import checkpoint_for
+from lipsync_fix.evaluation.bench_main_job import COMPARED_MODELS
 from lipsync_fix.evaluation.golden import rule_state_dict
 from lipsync_fix.features.inputs import MTDVOCALIST, WAV2LIP, recipe_for
 from lipsync_fix.features.visual import frames_from_stacked, torchvision_resize
@@ -30,7 +34,6 @@ from lipsync_fix.models.store import ASSETS, LAYOUTS, trust_path
 from lipsync_fix.models.vocalist import PRESETS
 from lipsync_fix.sync.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
 
-REPO = Path(__file__).resolve().parents[1]
 MTD_DATA = DATA / "mtdvocalist"
 MANIFEST = LAYOUTS / "mtdvocalist.json"
 
@@ -197,6 +200,18 @@ def test_the_entry_is_the_release():
     assert entry["card"] == "mtdvocalist.md" and entry["download_by_default"] is True
     assert entry["accuracy"]["by_context"]["5"] == 91.46
     assert entry["accuracy"]["by_context"]["15"] == 99.68
+    listing = {r["name"]: r for r in invoke("models", "--json").json_lines()}
+    for name, k5, k15 in (("vocalist-lrs2", 92.8, 99.8), ("mtdvocalist-lrs2", 91.46, 99.68),
+                          ("syncnet-v2", 75.8, 96.1)):
+        row = listing[name]
+        assert row["accuracy"]["by_context"]["5"] == k5, name
+        assert row["accuracy"]["by_context"]["15"] == k15, name
+        assert row["cost_per_window"]["seconds"] > 0 and row["parameters"] > 0, name
+        assert row["cost_per_window"]["command"].startswith("lipsync-fix bench main-job")
+    assert listing["mtdvocalist-lrs2"]["weights_mb"] == 53.1
+    text = invoke("models").stdout
+    assert "accuracy: LRS2 test, within ±1 frame: 91.5 % (K=5), 99.7 % (K=15)" in text
+    assert re.search(r"cost: \d+\.\d{3} s per window \(", text)
 
 
 @pytest.fixture(scope="module")
@@ -318,4 +333,16 @@ def test_default_policy(tmp_path, monkeypatch, server, dead_url, mtd_file, priva
 
 def test_lse_keeps_syncnet_v2():
     """LSE-D/LSE-C are defined by SyncNet: `lse` never takes the default model."""
-    assert "syncnet-v2" in (REPO / "lipsync_fix" / "cli" / "lse.py").read_text()
+    default = inspect.signature(lse_cli.lse_command).parameters["checkpoint"].default
+    assert default == "syncnet-v2"
+
+
+def test_benchmarks_build_mtdvocalist_with_rule_weights(tmp_path, mtd_model):
+    """`bench folder -c mtd-size` and `bench main-job --compare-models` time the real
+    family (its recipe included), with the golden rule's weights."""
+    model = load_model(checkpoint_for("mtd-size", tmp_path))
+    assert type(model) is MTDVocaLiST and recipe_for(model) is MTDVOCALIST
+    for key, value in mtd_model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert [name for name, _, _ in COMPARED_MODELS] == [
+        "vocalist-lrs2", "mtdvocalist-lrs2", "syncnet-v2"]
