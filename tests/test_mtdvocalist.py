@@ -8,6 +8,7 @@ import inspect
 import json
 import re
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,7 @@ from conftest import DATA, invoke
 
 from lipsync_fix import media
 from lipsync_fix.cli import lse as lse_cli
+from lipsync_fix.data.layout import load_clip, write_clip
 from lipsync_fix.data.synth import make_talking_head
 from lipsync_fix.errors import CheckpointError
 from lipsync_fix.evaluation.bench_folder import checkpoint_for
@@ -123,8 +125,6 @@ def test_recipe_reads_rgb_0_255_where_vocalist_reads_bgr_over_255():
 def test_torchvision_resize_averages_when_downscaling():
     """Antialiased bilinear (torchvision's tensor Resize) averages the whole footprint;
     OpenCV's INTER_LINEAR (VocaLiST's recipe) samples two of every four columns here."""
-    import cv2
-
     stripes = np.zeros((384, 384, 3), np.uint8)
     stripes[:, ::4] = 255  # one lit column in four
     ours = torchvision_resize(stripes, 96)
@@ -346,3 +346,17 @@ def test_benchmarks_build_mtdvocalist_with_rule_weights(tmp_path, mtd_model):
         assert torch.equal(model.state_dict()[key], value), key
     assert [name for name, _, _ in COMPARED_MODELS] == [
         "vocalist-lrs2", "mtdvocalist-lrs2", "syncnet-v2"]
+
+
+def test_a_data_set_of_other_sized_crops_is_read_with_the_family_resize(tmp_path):
+    """`eval` reads a clip folder's images through the recipe: stored faces of another
+    size are resized as the family's authors' loader resized them."""
+    faces = np.random.default_rng(3).integers(0, 256, (3, 120, 100, 3), dtype=np.uint8)
+    folder = write_clip(tmp_path / "clip", faces, np.zeros(3 * 640, np.float32))
+    stored = [cv2.imread(str(folder / f"{i}.jpg")) for i in range(3)]  # as JPEG decodes
+    mtd = load_clip(folder, MTDVOCALIST.crop_size, MTDVOCALIST.fit_crop).crops
+    vocalist = load_clip(folder, WAV2LIP.crop_size, WAV2LIP.fit_crop).crops
+    for i, image in enumerate(stored):
+        assert np.array_equal(mtd[i], torchvision_resize(image, 96))
+        assert np.array_equal(vocalist[i], cv2.resize(image, (96, 96)))
+    assert np.array_equal(load_clip(folder).crops, vocalist)  # the default stays OpenCV's
