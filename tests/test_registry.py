@@ -31,19 +31,18 @@ from lipsync_fix.errors import CheckpointError
 from lipsync_fix.faces.detectors import S3FD_WEIGHTS_FILE, s3fd_weights_path
 from lipsync_fix.files import is_partial
 from lipsync_fix.models import registry as reg
+from lipsync_fix.models import store
 from lipsync_fix.models.checkpoint import save_checkpoint
 from lipsync_fix.models.registry import (
     REGISTRY_FILE,
     default_model_name,
     default_model_notice,
     download_model,
-    file_sha256,
     load_model,
     load_registry,
     resolve_checkpoint,
-    target_path,
 )
-from lipsync_fix.models.store import trust_path
+from lipsync_fix.models.store import file_sha256, target_path, trust_path
 from lipsync_fix.models.vocalist import PRESETS, VocaLiST
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +87,7 @@ def leftovers(folder: Path) -> list[str]:
     """Everything in ``folder`` except the verification record."""
     if not folder.exists():
         return []
-    return sorted(p.name for p in folder.iterdir() if p.name != reg.VERIFIED_FILE)
+    return sorted(p.name for p in folder.iterdir() if p.name != store.VERIFIED_FILE)
 
 
 # --- the package's registry -------------------------------------------------------------
@@ -246,8 +245,8 @@ def test_cached_file_is_verified_once_and_tampering_is_caught(env, server, tiny_
                                       sha(tiny_bytes))})
     path = download_model("good", registry)
     hashed = []
-    real = reg.sha256_of
-    monkeypatch.setattr(reg, "sha256_of", lambda p: hashed.append(p) or real(p))
+    real = store.sha256_of
+    monkeypatch.setattr(store, "sha256_of", lambda p: hashed.append(p) or real(p))
     assert download_model("good", registry) == path and hashed == []  # remembered
 
     # Same size, same mtime, different bytes: the ctime gives the edit away. The kernel
@@ -384,7 +383,7 @@ def drive(monkeypatch):
                     return output
         return None
 
-    monkeypatch.setattr(reg, "gdown", SimpleNamespace(download_folder=download_folder,
+    monkeypatch.setattr(store, "gdown", SimpleNamespace(download_folder=download_folder,
                                                       download=download))
     return state
 

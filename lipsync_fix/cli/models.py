@@ -21,8 +21,8 @@ from lipsync_fix.models.registry import (
     download_model,
     how_to_get,
     load_registry,
-    shown,
 )
+from lipsync_fix.models.store import shown
 
 models_app = typer.Typer(
     help="List the models lipsync-fix knows (with no subcommand), download or verify them.",

@@ -22,9 +22,9 @@ from lipsync_fix.models.registry import (
     load_model,
     load_registry,
     resolve_checkpoint,
-    sha256_of,
 )
 from lipsync_fix.models.scorer import PairScorer, SyncScorer
+from lipsync_fix.models.store import sha256_of
 from lipsync_fix.models.syncnet import SYNCNET_V2_FAMILY, SyncNetV2
 from lipsync_fix.models.syncnet_star import SYNCNET_PRESETS, SyncNetDimensions, SyncNetStar
 from lipsync_fix.models.vocalist import PRESETS, ModelDimensions, VocaLiST
