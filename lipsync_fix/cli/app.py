@@ -30,8 +30,7 @@ from lipsync_fix import batch
 from lipsync_fix.errors import BadCheckpointError, CheckpointError, LipsyncError, UsageError
 from lipsync_fix.faces import parse_face_box
 from lipsync_fix.models import load_model, load_registry
-from lipsync_fix.models.registry import get_entry
-from lipsync_fix.models.store import file_sha256
+from lipsync_fix.models.registry import file_sha256, get_entry
 
 app = typer.Typer(
     help="Find and fix audio/video desynchronisation in videos of people speaking or singing.",
