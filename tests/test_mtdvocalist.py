@@ -22,6 +22,7 @@ from lipsync_fix.errors import CheckpointError
 from lipsync_fix.evaluation.bench_folder import checkpoint_for
 from lipsync_fix.evaluation.bench_main_job import COMPARED_MODELS
 from lipsync_fix.evaluation.golden import rule_state_dict
+from lipsync_fix.evaluation.protocols import PROTOCOLS, evaluate_folder
 from lipsync_fix.features.inputs import MTDVOCALIST, WAV2LIP, recipe_for
 from lipsync_fix.features.visual import frames_from_stacked, torchvision_resize
 from lipsync_fix.models import MTD_DIMS, MTDVocaLiST, VocaLiST, count_parameters
@@ -360,3 +361,16 @@ def test_a_data_set_of_other_sized_crops_is_read_with_the_family_resize(tmp_path
         assert np.array_equal(mtd[i], torchvision_resize(image, 96))
         assert np.array_equal(vocalist[i], cv2.resize(image, (96, 96)))
     assert np.array_equal(load_clip(folder).crops, vocalist)  # the default stays OpenCV's
+
+
+def test_eval_reads_faces_saved_at_their_detected_size(tmp_path):
+    """The authors' layout as Wav2Lip's preprocessing writes it (faces at the size they
+    were detected): eval resizes them with the family's resize instead of refusing."""
+    clip = make_talking_head(6, duration_s=2.4)
+    faces = np.stack([cv2.resize(np.ascontiguousarray(f[:, :, ::-1]), (100, 120))
+                      for f in clip.frames])
+    write_clip(tmp_path / "raw" / "clip", faces, clip.audio)
+    torch.manual_seed(0)
+    model = MTDVocaLiST(PRESETS["tiny"]).eval()
+    result = evaluate_folder(model, tmp_path / "raw", PROTOCOLS["lrs2"], split=None)
+    assert result.clips == 1 and result.windows > 40 and not result.skipped
