@@ -17,11 +17,15 @@ test reads or writes the user's ``~/.cache``.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -114,6 +118,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     busy at the end while the other idles."""
     heavy = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in heavy)
+
+
+# --- downloads: a server on 127.0.0.1 stands in for the publishers -----------------------
+
+@pytest.fixture()
+def server():
+    """Serves ``files`` by name; ``/missing/...`` is a 404, ``/broken/...`` sends the full
+    Content-Length but only half the bytes, then closes. ``hits`` logs every request."""
+    state = SimpleNamespace(files={}, hits=[])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            state.hits.append(self.path)
+            body = state.files.get(self.path.rsplit("/", 1)[-1])
+            if body is None or self.path.startswith("/missing/"):
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if self.path.startswith("/broken/") else body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture()
+def dead_url():
+    """A URL on 127.0.0.1 where nothing listens (connection refused, as when offline)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="session")

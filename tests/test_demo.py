@@ -7,7 +7,8 @@ from conftest import invoke
 
 from lipsync_fix import media
 from lipsync_fix.models import load_model
-from lipsync_fix.models.registry import load_registry, resolve_checkpoint, sha256_of
+from lipsync_fix.models.registry import load_registry, resolve_checkpoint
+from lipsync_fix.models.store import sha256_of
 from lipsync_fix.models.syncnet_star import SyncNetStar
 from lipsync_fix.models.vocalist import VocaLiST
 

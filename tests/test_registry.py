@@ -2,22 +2,20 @@
 verification record, ``lipsync-fix models`` and the default-model policy.
 
 Downloads go to an HTTP server on 127.0.0.1 that serves, refuses (404) or breaks off
-files; ``$LIPSYNC_FIX_CACHE`` and ``$LIPSYNC_FIX_REGISTRY`` point at test folders, and
-``$TORCH_HOME`` at a test folder for torch hub's files.
+files (the ``server`` fixture of conftest.py); ``$LIPSYNC_FIX_CACHE`` and
+``$LIPSYNC_FIX_REGISTRY`` point at test folders, and ``$TORCH_HOME`` at a test folder for
+torch hub's files. Google Drive is faked at gdown's boundary.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
 import re
-import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,18 +31,18 @@ from lipsync_fix.errors import CheckpointError
 from lipsync_fix.faces.detectors import S3FD_WEIGHTS_FILE, s3fd_weights_path
 from lipsync_fix.files import is_partial
 from lipsync_fix.models import registry as reg
+from lipsync_fix.models import store
 from lipsync_fix.models.checkpoint import save_checkpoint
 from lipsync_fix.models.registry import (
     REGISTRY_FILE,
     default_model_name,
     default_model_notice,
     download_model,
-    file_sha256,
     load_model,
     load_registry,
     resolve_checkpoint,
-    target_path,
 )
+from lipsync_fix.models.store import file_sha256, target_path, trust_path
 from lipsync_fix.models.vocalist import PRESETS, VocaLiST
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,45 +50,6 @@ DRIVE = "https://drive.google.com/drive/folders/1-g4qHUNNcCZpmSqEflKMxPMvwnn9e88
 
 
 # --- fixtures ---------------------------------------------------------------------------
-
-@pytest.fixture()
-def server():
-    """Serves ``files`` by name; ``/missing/...`` is a 404, ``/broken/...`` sends the full
-    Content-Length but only half the bytes, then closes. ``hits`` logs every request."""
-    state = SimpleNamespace(files={}, hits=[])
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            state.hits.append(self.path)
-            body = state.files.get(self.path.rsplit("/", 1)[-1])
-            if body is None or self.path.startswith("/missing/"):
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2] if self.path.startswith("/broken/") else body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture()
-def dead_url():
-    """A URL on 127.0.0.1 where nothing listens (connection refused, as when offline)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
 
 @pytest.fixture()
 def tiny_bytes(tmp_path):
@@ -128,7 +87,7 @@ def leftovers(folder: Path) -> list[str]:
     """Everything in ``folder`` except the verification record."""
     if not folder.exists():
         return []
-    return sorted(p.name for p in folder.iterdir() if p.name != reg.VERIFIED_FILE)
+    return sorted(p.name for p in folder.iterdir() if p.name != store.VERIFIED_FILE)
 
 
 # --- the package's registry -------------------------------------------------------------
@@ -162,8 +121,13 @@ def test_syncnet_v2_and_s3fd_entries(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     assert target_path(s3fd) == s3fd_weights_path()  # where face-alignment looks
     ranks = {n: e["default"] for n, e in registry.items() if "default" in e}
-    assert sorted(ranks, key=ranks.get) == ["vocalist-lrs2", "syncnet-v2"]
-    assert registry["vocalist-lrs2"]["urls"] == [] and DRIVE in registry["vocalist-lrs2"]["source"]
+    assert sorted(ranks, key=ranks.get) == ["vocalist-lrs2", "mtdvocalist-lrs2", "syncnet-v2"]
+    assert [n for n, e in registry.items() if e.get("download_by_default")] == [
+        "mtdvocalist-lrs2"]
+    for name in ("vocalist-lrs2", "vocalist-acappella"):
+        assert registry[name]["urls"] == [] and DRIVE in registry[name]["source"]
+        assert DRIVE.endswith(registry[name]["drive_folder"])
+        assert registry[name]["layout"] == "golden/state_dict_manifest.json"
 
 
 @needs_shared
@@ -184,7 +148,7 @@ def test_syncnet_v2_entry_matches_the_spec():
 
 
 def test_malformed_entries_are_refused(env):
-    with pytest.raises(CheckpointError, match="no sha256"):
+    with pytest.raises(CheckpointError, match="neither a sha256 nor a layout"):
         env.use({"x": entry("x.pth", ["http://127.0.0.1:9/x.pth"], None)})
     with pytest.raises(CheckpointError, match="64 lower-case hex"):
         env.use({"x": entry("x.pth", [], "619a316812")})
@@ -242,7 +206,8 @@ def test_all_mirrors_down_is_one_offline_line(env, dead_url):
         resolve_checkpoint("syncnet-v2", registry)
     assert str(info.value) == (
         "cannot download syncnet-v2: no network (tried 2 locations); download it elsewhere "
-        f"and pass --checkpoint PATH or put it in {env.cache / 'syncnet_v2.model'}")
+        "(lipsync-fix models download syncnet-v2) and pass --checkpoint PATH or put it in "
+        f"{env.cache / 'syncnet_v2.model'}")
     assert leftovers(env.cache) == []
 
 
@@ -280,8 +245,8 @@ def test_cached_file_is_verified_once_and_tampering_is_caught(env, server, tiny_
                                       sha(tiny_bytes))})
     path = download_model("good", registry)
     hashed = []
-    real = reg.sha256_of
-    monkeypatch.setattr(reg, "sha256_of", lambda p: hashed.append(p) or real(p))
+    real = store.sha256_of
+    monkeypatch.setattr(store, "sha256_of", lambda p: hashed.append(p) or real(p))
     assert download_model("good", registry) == path and hashed == []  # remembered
 
     # Same size, same mtime, different bytes: the ctime gives the edit away. The kernel
@@ -350,24 +315,26 @@ def test_origin_of_a_path_names_the_entry_with_its_hash(env, tmp_path, tiny_byte
 # --- the default model -----------------------------------------------------------------
 
 def default_registry(env, server, tiny_bytes) -> dict:
-    server.files["syncnet_v2.model"] = tiny_bytes
+    server.files["mtd.pth"] = tiny_bytes
     return env.use({
         "vocalist-lrs2": entry("vocalist_5f_lrs2.pth", [], None, source=DRIVE, default=1),
+        "mtdvocalist-lrs2": entry("mtd.pth", [f"{server.base}/mtd.pth"], sha(tiny_bytes),
+                                  default=2, download_by_default=True),
         "syncnet-v2": entry("syncnet_v2.model", [f"{server.base}/syncnet_v2.model"],
-                            sha(tiny_bytes), default=2),
+                            sha(tiny_bytes), default=3),
         "other": entry("other.pth", [], None),
     })
 
 
-def test_default_is_vocalist_when_cached_else_syncnet_v2(env, server, tiny_bytes):
+def test_default_is_vocalist_when_cached_else_mtdvocalist(env, server, tiny_bytes):
     default_registry(env, server, tiny_bytes)
-    assert default_model_name() == "syncnet-v2"
-    notice = default_model_notice("syncnet-v2")
-    assert notice.startswith("using syncnet-v2 (vocalist, downloaded on first use); "
-                             "for better accuracy get vocalist-lrs2: open ")
+    assert default_model_name() == "mtdvocalist-lrs2"
+    assert server.hits == ["/mtd.pth"]  # downloaded on first use, syncnet-v2 never
+    notice = default_model_notice("mtdvocalist-lrs2")
+    assert notice.startswith(f"using mtdvocalist-lrs2 (vocalist, from {env.cache / 'mtd.pth'}"
+                             "); for better accuracy get vocalist-lrs2: open ")
     assert DRIVE in notice and str(env.cache / "vocalist_5f_lrs2.pth") in notice
     assert "\n" not in notice
-    env.cache.mkdir()
     (env.cache / "vocalist_5f_lrs2.pth").write_bytes(b"placed by the user")
     assert default_model_name() == "vocalist-lrs2"
     assert default_model_notice("vocalist-lrs2") == (
@@ -382,11 +349,100 @@ def test_score_without_checkpoint_downloads_the_default_and_says_so(env, server,
     result = CliRunner().invoke(app, ["score", str(video)])
     assert result.exit_code == 1  # the input fails, after the model was chosen and loaded
     lines = result.stderr.splitlines()
-    assert lines[0].startswith("using syncnet-v2 (vocalist, downloaded on first use); for "
-                               "better accuracy get vocalist-lrs2")
-    assert (env.cache / "syncnet_v2.model").read_bytes() == tiny_bytes
+    assert lines[0].startswith(f"using mtdvocalist-lrs2 (vocalist, from {env.cache}")
+    assert "for better accuracy get vocalist-lrs2" in lines[0]
+    assert (env.cache / "mtd.pth").read_bytes() == tiny_bytes
     quiet = CliRunner().invoke(app, ["score", str(video), "--quiet"])
-    assert quiet.exit_code == 1 and "using syncnet-v2" not in quiet.stderr
+    assert quiet.exit_code == 1 and "using mtdvocalist-lrs2" not in quiet.stderr
+
+
+# --- Google Drive, faked at gdown's boundary ----------------------------------------------
+
+@pytest.fixture()
+def drive(monkeypatch):
+    """A fake ``gdown``: ``folders`` maps a folder id to its files ({name: bytes}); a
+    folder not there is refused as Drive refuses (None); ``calls`` logs what was asked."""
+    state = SimpleNamespace(folders={}, calls=[], refuse_download=False)
+
+    def download_folder(id=None, skip_download=False, quiet=False, **kwargs):
+        state.calls.append(("list", id, skip_download))
+        files = state.folders.get(id)
+        if files is None:
+            return None
+        return [SimpleNamespace(id=f"id-{name}", path=f"weights/{name}",
+                                local_path=f"/nowhere/{name}") for name in files]
+
+    def download(id=None, output=None, quiet=False, **kwargs):
+        state.calls.append(("get", id, output))
+        if state.refuse_download:
+            return None
+        for files in state.folders.values():
+            for name, body in files.items():
+                if id == f"id-{name}":
+                    Path(output).write_bytes(body)
+                    return output
+        return None
+
+    monkeypatch.setattr(store, "gdown", SimpleNamespace(download_folder=download_folder,
+                                                      download=download))
+    return state
+
+
+def drive_entry(sha256: str | None = None, **more) -> dict:
+    return entry("vocalist_5f_lrs2.pth", [], sha256, source=DRIVE,
+                 drive_folder=DRIVE.rsplit("/", 1)[1], **more)
+
+
+def test_drive_download_lists_picks_by_name_checks_and_records(env, drive, tiny_bytes,
+                                                               tmp_path):
+    folder = DRIVE.rsplit("/", 1)[1]
+    drive.folders[folder] = {"vocalist_5f_acappella.pth": b"other", "vocalist_5f_lrs2.pth":
+                             tiny_bytes}
+    manifest = tmp_path / "tiny_layout.json"
+    state = VocaLiST(PRESETS["tiny"]).state_dict()
+    manifest.write_text(json.dumps({"entries": [
+        {"key": k, "shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
+        for k, v in state.items()]}))
+    registry = env.use({"vocalist-lrs2": drive_entry(layout=str(manifest))})
+    assert reg.how_to_get("vocalist-lrs2", registry).startswith(
+        "run lipsync-fix models download vocalist-lrs2")
+    run = CliRunner().invoke(app, ["models", "download", "vocalist-lrs2"])
+    assert run.exit_code == 0, run.output
+    target = env.cache / "vocalist_5f_lrs2.pth"
+    assert target.read_bytes() == tiny_bytes
+    assert drive.calls[0] == ("list", folder, True)
+    assert drive.calls[1][:2] == ("get", "id-vocalist_5f_lrs2.pth")
+    assert Path(drive.calls[1][2]).parent == env.cache and is_partial(Path(drive.calls[1][2]))
+    assert f"sha256 {sha(tiny_bytes)}" in run.stderr
+    assert json.loads(trust_path(target).read_text())["sha256"] == sha(tiny_bytes)
+    assert leftovers(env.cache) == ["vocalist_5f_lrs2.pth", trust_path(target).name]
+    assert load_model("vocalist-lrs2").family == "vocalist"
+
+    # a wrong file from Drive is refused and leaves nothing
+    target.unlink()
+    trust_path(target).unlink()
+    drive.folders[folder]["vocalist_5f_lrs2.pth"] = b"<html>Google Drive - quota</html>"
+    wrong = CliRunner().invoke(app, ["models", "download", "vocalist-lrs2"])
+    assert wrong.exit_code == 1 and "not the expected model file" in wrong.stderr
+    assert leftovers(env.cache) == []
+
+
+@pytest.mark.parametrize("refusal", ["folder", "file", "missing"])
+def test_drive_refusal_is_one_line_with_the_manual_steps(env, drive, refusal):
+    folder = DRIVE.rsplit("/", 1)[1]
+    if refusal != "folder":
+        drive.folders[folder] = {"vocalist_5f_lrs2.pth" if refusal == "file"
+                                 else "readme.txt": b"x"}
+    drive.refuse_download = True
+    registry = env.use({"vocalist-lrs2": drive_entry(sha256="2" * 64)})
+    with pytest.raises(CheckpointError) as info:
+        download_model("vocalist-lrs2", registry)
+    line = str(info.value)
+    assert "\n" not in line
+    assert line.startswith("cannot download vocalist-lrs2 from Google Drive: ")
+    assert f"open {DRIVE} in a browser, download vocalist_5f_lrs2.pth and put it at " \
+        f"{env.cache / 'vocalist_5f_lrs2.pth'} (or pass --checkpoint PATH)" in line
+    assert leftovers(env.cache) == []
 
 
 # --- the command line ------------------------------------------------------------------

@@ -61,14 +61,14 @@ from lipsync_fix.sync.timeline import TimelineOptions, delay_words
 DefaultCheckpoint = Annotated[str | None, typer.Option(
     "--checkpoint", "-c", show_default=False,
     help="Checkpoint path or registry name [default: vocalist-lrs2 when it is in the cache, "
-         "else syncnet-v2, downloaded on first use].")]
+         "else mtdvocalist-lrs2, downloaded on first use; offline, syncnet-v2 if cached].")]
 
 
 def _checkpoint_or_default(checkpoint: str | None, quiet: bool) -> str:
     """The checkpoint asked for, or the default model (saying which on stderr, one line)."""
     if checkpoint is not None:
         return checkpoint
-    name = default_model_name()
+    name = default_model_name(quiet=quiet)
     if not quiet:
         note(default_model_notice(name))
     return name

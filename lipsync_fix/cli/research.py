@@ -19,7 +19,7 @@ from lipsync_fix.cli.app import (
 from lipsync_fix.compute import resolve_device
 from lipsync_fix.errors import UsageError
 from lipsync_fix.evaluation.bench_folder import BENCH_COMMANDS, run_folder_benchmark
-from lipsync_fix.evaluation.bench_main_job import run_main_job_benchmark
+from lipsync_fix.evaluation.bench_main_job import run_main_job_benchmark, run_model_comparison
 from lipsync_fix.evaluation.bench_scorer import run_scorer_benchmark
 
 
@@ -77,10 +77,28 @@ def bench_main_job(
         help="Also time the front end alone on 20 s of 720p and 1080p.")] = True,
     front_end_only: Annotated[bool, typer.Option(
         help="Time only the front end (a minute, not an hour).")] = False,
+    compare_models: Annotated[bool, typer.Option(
+        help="Instead, time VocaLiST, MTDVocaLiST and syncnet-v2 (rule weights) side by "
+             "side on the same clips.")] = False,
     json_line: Json = False,
 ) -> None:
     """The default (sampled) estimate against scoring every window: accuracy on known
-    delays, time per second of video, peak memory."""
+    delays, time per second of video, peak memory; or, with --compare-models, the three
+    sync models side by side."""
+    if compare_models:
+        compared = run_model_comparison(work_dir, long_minutes, device, precision, log=note,
+                                        fixed_face=fixed_face)
+        if not json_line:
+            say(f"device {compared['device']}, precision {compared['precision']}")
+            for row in compared["models"]:
+                say(f"{row['label']:<12} exhaustive 20 s {row['exhaustive_20s_x_realtime']:.2f}x"
+                    f" ({row['s_per_window']:.3f} s/window); sampled 60 s "
+                    f"{row['sampled_60s_x_realtime']:.2f}x ({row['sampled_60s_windows']} "
+                    f"windows), {compared['long_minutes']} min "
+                    f"{row['sampled_long_x_realtime']:.3f}x ({row['sampled_long_windows']} "
+                    f"windows); peak RSS {row['peak_rss_mb']} MB")
+        print_json(compared)
+        return
     result = run_main_job_benchmark(work_dir, long_minutes, device, precision, sweep, memory,
                                     log=note, fixed_face=fixed_face, front_end=front_end,
                                     front_end_only=front_end_only)

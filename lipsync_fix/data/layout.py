@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,13 +96,16 @@ def read_wav(path: Path) -> np.ndarray:
     return wav.mean(axis=1)
 
 
-def load_clip(folder: str | Path, size: int = CROP_SIZE) -> Clip:
-    """Read a clip folder: all frames (``size`` x ``size``) and the audio."""
+def load_clip(folder: str | Path, size: int = CROP_SIZE,
+              fit: Callable[[np.ndarray], np.ndarray] | None = None) -> Clip:
+    """Read a clip folder: all frames (``size`` x ``size``) and the audio. ``fit`` resizes
+    an image of another size as the model family's loader does (an input recipe's
+    ``fit_crop``); by default OpenCV's bilinear resize, as VocaLiST's authors read them."""
     folder = Path(folder)
     n = frame_count(folder)
     if n == 0:
         raise MediaError(f"clip folder {folder} holds no 0.jpg")
-    crops = np.stack([read_crop(folder / f"{i}.jpg", size) for i in range(n)])
+    crops = np.stack([read_crop(folder / f"{i}.jpg", size, fit) for i in range(n)])
     return Clip(folder, crops, read_wav(folder / AUDIO_NAME))
 
 
@@ -113,13 +117,15 @@ def crop_side(folder: str | Path) -> int:
     return int(img.shape[0])
 
 
-def read_crop(path: Path, size: int = CROP_SIZE) -> np.ndarray:
-    """One BGR crop as the reference reads it (cv2, resized to ``size`` if needed)."""
+def read_crop(path: Path, size: int = CROP_SIZE,
+              fit: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """One BGR crop as the reference reads it (cv2, resized to ``size`` if needed, with
+    ``fit`` when given)."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise MediaError(f"cannot read image {path}")
     if img.shape[:2] != (size, size):
-        img = cv2.resize(img, (size, size))
+        img = fit(img) if fit is not None else cv2.resize(img, (size, size))
     return img
 
 

@@ -15,8 +15,8 @@ memory (the resident set of the whole tree, workers and ffmpeg included, sampled
 
 The clips are generated talking heads (``--clips`` clips of ``--seconds``, 256x256 or
 ``--size``) unless a folder is named. The model is a registry name or path, or
-``mtd-size`` (VocaLiST at MTDVocaLiST's widths, 13.3M parameters, random weights: the
-cost of that model, not its accuracy) or ``syncnet-v2-rule`` (the original SyncNet with
+``mtd-size`` (MTDVocaLiST, 13.3M parameters, with the golden rule's weights: the cost of
+that model, not its accuracy) or ``syncnet-v2-rule`` (the original SyncNet with
 the golden rule's weights, no download). The last line printed is one JSON object.
 """
 
@@ -38,15 +38,10 @@ from lipsync_fix import media
 from lipsync_fix.batch import find_videos
 from lipsync_fix.data.synth import make_talking_head
 from lipsync_fix.evaluation.bench_lse import benchmark_model
-from lipsync_fix.models import save_checkpoint
-from lipsync_fix.models.vocalist import ModelDimensions, VocaLiST
+from lipsync_fix.evaluation.golden import rule_weights
+from lipsync_fix.models import MTDVocaLiST, save_checkpoint
 
 Log = Callable[[str], None]
-
-MTD_SIZE = ModelDimensions(d_model=200, n_heads=8, n_layers=4, d_ffn=800,
-                           video_widths=(16, 32, 64, 128, 200),
-                           audio_widths=(16, 32, 64, 128))
-"""MTDVocaLiST's widths (``../shared/mtdvocalist/SPEC.md``): 13,280,961 parameters."""
 
 BUILT_MODELS = ("mtd-size", "syncnet-v2-rule")
 
@@ -116,10 +111,11 @@ def checkpoint_for(model: str, work: Path) -> str:
     """A checkpoint the child processes can load: the name or path as given, or a file
     written for the built models."""
     if model == "mtd-size":
-        path = work / "mtd_size.pth"
+        path = work / "mtd_size_rule.pth"
         if not path.is_file():
-            torch.manual_seed(0)
-            save_checkpoint(path, VocaLiST(MTD_SIZE).eval())
+            mtd = MTDVocaLiST()
+            mtd.load_state_dict(rule_weights(mtd))
+            save_checkpoint(path, mtd.eval())
         return str(path)
     if model == "syncnet-v2-rule":
         path = work / "syncnet_v2_rule.model"

@@ -24,6 +24,14 @@ Both run on the same inputs, so the figures are ratios measured side by side:
 
 The last line printed is one JSON object with ``speedup``, ``agreement``,
 ``fast_x_realtime``, ``exhaustive_x_realtime``, ``peak_rss_mb``, ``device``, ``precision``.
+
+``--compare-models`` instead measures the three sync models side by side on the same
+clips, each with the golden rule's weights (the cost of the model, not its accuracy):
+paper-size VocaLiST (``vocalist-lrs2``), MTDVocaLiST (``mtdvocalist-lrs2``) and the
+original SyncNet (``syncnet-v2``). Per model: the exhaustive estimate on 20 s of 720p
+(seconds per scored window, the figure ``lipsync-fix models`` shows), the sampled one on
+the 60 s 720p clip and on the long one (at its budget: random weights never settle), each
+with windows scored and peak RSS. The last line is one JSON object of those rows.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from lipsync_fix import media
 from lipsync_fix.compute import autocast_dtype, resolve_device
 from lipsync_fix.data.synth import make_talking_head
 from lipsync_fix.errors import UsageError
+from lipsync_fix.evaluation.bench_folder import checkpoint_for
 from lipsync_fix.evaluation.golden import golden_model
 from lipsync_fix.features.constants import FRAME_MS, FRAMES_PER_WINDOW
 from lipsync_fix.features.inputs import WAV2LIP
@@ -316,3 +325,73 @@ def run_main_job_benchmark(
         "face_detection": "fixed box" if fixed_face else "detected",
     }
     return result
+
+
+COMPARED_MODELS = (("vocalist-lrs2", "VocaLiST", None), ("mtdvocalist-lrs2", "MTDVocaLiST",
+                                                          "mtd-size"),
+                   ("syncnet-v2", "SyncNet", "syncnet-v2-rule"))
+"""(registry name, label, what :func:`~lipsync_fix.evaluation.bench_folder.checkpoint_for`
+builds) of the models compared; VocaLiST's rule-weight file is written here."""
+
+
+def run_model_comparison(
+    work: Path,
+    long_minutes: float = 10.0,
+    device: str = "cpu",
+    precision: str = "auto",
+    log: Log = print,
+    fixed_face: bool = False,
+) -> dict:
+    """The three sync models side by side on the same clips (see the module docstring):
+    one row per model with x real time (seconds per second of video) exhaustive and
+    sampled, seconds per scored window, windows scored and peak RSS."""
+    if work.exists() and not work.is_dir():
+        raise UsageError(f"the work folder {work} is a file; give a folder for the clips")
+    work.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    used = "bf16" if autocast_dtype(dev, precision) is not None else "fp32"
+    minute = work / "talk_60s_720p.mp4"
+    if not minute.is_file() or (fixed_face and minute not in FACE_BOXES):
+        make_clip(minute, 60.0, 77, 120.0, (1280, 720))
+    twenty = work / "talk_20s_720p.mp4"
+    if not twenty.is_file() or (fixed_face and twenty not in FACE_BOXES):
+        make_clip(twenty, 20.0, 78, 120.0, (1280, 720))
+    loops = max(1, round(long_minutes))
+    long = work / f"talk_{loops}min_720p.mp4"
+    if long.exists():
+        long.unlink()
+    loop_clip(minute, long, loops)
+    opts = {"device": device, "precision": precision, "fixed_face": fixed_face}
+    rows = []
+    for name, label, built in COMPARED_MODELS:
+        if built is None:
+            checkpoint = work / "vocalist_paper_rule.pth"
+            if not checkpoint.exists():
+                save_checkpoint(checkpoint, golden_model())
+        else:
+            checkpoint = Path(checkpoint_for(built, work))
+        exhaustive = timed_score(f"{label}: exhaustive, 20 s 720p", twenty, checkpoint, 20.0,
+                                 "--exhaustive", **opts)
+        sampled = timed_score(f"{label}: sampled, 60 s 720p", minute, checkpoint, 60.0, **opts)
+        sampled_long = timed_score(f"{label}: sampled, {loops} min 720p", long, checkpoint,
+                                   60.0 * loops, **opts)
+        row = {
+            "model": name, "label": label,
+            "exhaustive_20s_x_realtime": round(exhaustive.x_realtime, 3),
+            "exhaustive_windows": exhaustive.windows_scored,
+            "s_per_window": round(exhaustive.seconds / max(1, exhaustive.windows_scored), 4),
+            "sampled_60s_x_realtime": round(sampled.x_realtime, 3),
+            "sampled_60s_windows": sampled.windows_scored,
+            "sampled_long_x_realtime": round(sampled_long.x_realtime, 3),
+            "sampled_long_windows": sampled_long.windows_scored,
+            "peak_rss_mb": round(max(r.peak_rss_mb for r in (exhaustive, sampled,
+                                                               sampled_long))),
+        }
+        rows.append(row)
+        log(f"{label}: exhaustive 20 s {row['exhaustive_20s_x_realtime']:.2f}x real time "
+            f"({row['s_per_window']:.3f} s/window, {row['exhaustive_windows']} windows); "
+            f"sampled 60 s {row['sampled_60s_x_realtime']:.2f}x ({row['sampled_60s_windows']} "
+            f"windows), {loops} min {row['sampled_long_x_realtime']:.3f}x "
+            f"({row['sampled_long_windows']} windows); peak RSS {row['peak_rss_mb']} MB")
+    return {"device": str(dev), "precision": used, "long_minutes": loops,
+            "face_detection": "fixed box" if fixed_face else "detected", "models": rows}

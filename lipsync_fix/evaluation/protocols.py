@@ -28,7 +28,7 @@ from torch import nn
 from lipsync_fix.data.layout import crop_side, list_clips, load_clip
 from lipsync_fix.errors import LipsyncError, UsageError
 from lipsync_fix.features.constants import FRAMES_PER_WINDOW
-from lipsync_fix.features.inputs import recipe_for
+from lipsync_fix.features.inputs import RECIPES, recipe_for
 from lipsync_fix.files import write_atomically
 from lipsync_fix.sync.offsets import accuracy
 from lipsync_fix.sync.scoring import ScoreOptions, clip_source, score_rows, window_frames
@@ -149,7 +149,11 @@ def evaluate_folder(
     if not clips:
         raise UsageError(f"no clips found under {data_root} (split {split!r})")
     side = crop_side(clips[0])
-    if side != recipe.crop_size:
+    # Crops cut for another family (SyncNet's 224 px) are refused; faces saved at another
+    # size (Wav2Lip's preprocessing keeps the detected size) are resized as the family's
+    # authors' loader resized them (the recipe's fit_crop).
+    made_for_another = {r.crop_size for r in RECIPES.values()} - {recipe.crop_size}
+    if side != recipe.crop_size and side in made_for_another:
         raise LipsyncError(
             f"{model.family} reads {recipe.crop_size}x{recipe.crop_size} crops, but "
             f"{data_root} holds {side}x{side} ones (preprocess with --inputs {recipe.name})")
@@ -157,7 +161,7 @@ def evaluate_folder(
     start = time.perf_counter()
     for i, folder in list(enumerate(clips))[ctx.rank :: ctx.world_size]:
         try:
-            clip = load_clip(folder, recipe.crop_size)
+            clip = load_clip(folder, recipe.crop_size, recipe.fit_crop)
         except LipsyncError as exc:
             result.skipped.append({"clip": str(folder), "reason": str(exc)})
             continue

@@ -7,7 +7,13 @@ recipe) and ``pipeline`` (all of them over a stream of frames in one pass).
 """
 
 from lipsync_fix.faces.boxes import Box, non_max_suppression
-from lipsync_fix.faces.crop import WAV2LIP_PADS, WAV2LIP_SIZE, crop_face, crop_faces
+from lipsync_fix.faces.crop import (
+    WAV2LIP_PADS,
+    WAV2LIP_SIZE,
+    crop_face,
+    crop_faces,
+    face_region,
+)
 from lipsync_fix.faces.detectors import (
     FaceDetector,
     FixedBoxDetector,
@@ -54,6 +60,7 @@ __all__ = [
     "crop_faces",
     "detect_scene_cuts",
     "extract_face_crops",
+    "face_region",
     "haar_available",
     "haar_to_s3fd",
     "make_detector",

@@ -32,6 +32,21 @@ def crop_face(
     pixels and resized to ``size`` x ``size`` with bilinear interpolation; the result is a
     uint8 BGR array ``(size, size, 3)``.
     """
+    return cv2.resize(face_region(frame_bgr, box, pad), (size, size))
+
+
+def face_region(
+    frame_bgr: np.ndarray,
+    box: Box | Sequence[float] | np.ndarray,
+    pad: tuple[int, int, int, int] = WAV2LIP_PADS,
+) -> np.ndarray:
+    """The padded face box of ``frame_bgr`` before any resizing (a view, uint8 BGR).
+
+    This is what Wav2Lip's preprocessing writes to disk; each model family resizes it
+    the way its authors' loader did (OpenCV for VocaLiST, torchvision for MTDVocaLiST).
+    The box grows by ``pad`` (top, bottom, left, right), is clipped to the frame and
+    truncated to whole pixels.
+    """
     x, y, w, h = (box.x, box.y, box.w, box.h) if isinstance(box, Box) else box
     top, bottom, left, right = pad
     height, width = frame_bgr.shape[:2]
@@ -41,7 +56,7 @@ def crop_face(
     x2 = math.floor(min(float(width), x + w + right))
     if x2 - x1 < 2 or y2 - y1 < 2:
         raise ValueError(f"face box {x:.0f},{y:.0f},{w:.0f},{h:.0f} is outside the frame")
-    return cv2.resize(frame_bgr[y1:y2, x1:x2], (size, size))
+    return frame_bgr[y1:y2, x1:x2]
 
 
 def crop_faces(

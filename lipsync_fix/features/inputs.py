@@ -6,11 +6,17 @@ recipe of that name, so neither needs to know a model family:
 * ``"wav2lip"`` (VocaLiST, SyncNet*): 96x96 crops cut as Wav2Lip cuts them, of which only
   the lower half (mouth and chin, 48x96) is kept; BGR scaled to 0..1, frames stacked
   frame-major into 3*T channels; audio as the 80-band log-mel, 80 frames per second.
+* ``"mtdvocalist"`` (MTDVocaLiST): the same 48x96 lower halves and mel, but as its
+  authors' loader reads them (torchvision): the padded face box resized to 96x96 with
+  torchvision's antialiased bilinear resize
+  (:func:`~lipsync_fix.features.visual.torchvision_resize`), channels RGB, values 0..255
+  (not divided by 255).
 * ``"syncnet"`` (the original SyncNet): 224x224 crops of the reference's geometry, BGR
   0..255 as ``(3, T, 224, 224)``; audio as 13 MFCCs of int16-scale samples, 100 frames per
   second, 4 per video frame.
 
-Per-frame crops are stored as uint8 and turned into float windows only for the batch being
+Per-frame crops are stored as uint8 BGR (the order frames are decoded in, whatever the
+recipe) and turned into float windows only for the batch being
 scored, so a long clip's features stay small. Features of an audio chunk equal those of
 the whole clip wherever they are used (:meth:`InputRecipe.audio_span` leaves a margin for
 the edge effects of the STFT's padding or the pre-emphasis).
@@ -18,11 +24,12 @@ the edge effects of the STFT's padding or the pre-emphasis).
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
-from lipsync_fix.faces import WAV2LIP_PADS, crop_face
+from lipsync_fix.faces import WAV2LIP_PADS, crop_face, face_region
 from lipsync_fix.faces.reference import REFERENCE_CROP_SIZE, box_rect, crop_frame
 from lipsync_fix.features.constants import CROP_SIZE, SAMPLES_PER_FRAME
 from lipsync_fix.features.mel import (
@@ -32,6 +39,7 @@ from lipsync_fix.features.mel import (
     mel_frames_for,
 )
 from lipsync_fix.features.mfcc import MFCC_HOP, MFCC_PER_VIDEO_FRAME, int16_scale, mfcc_matrix
+from lipsync_fix.features.visual import torchvision_resize
 
 
 class InputRecipe:
@@ -50,6 +58,13 @@ class InputRecipe:
     def keep(self, crops: np.ndarray) -> np.ndarray:
         """The part of whole crops (N, s, s, 3) the model reads."""
         return crops
+
+    def fit_crop(self, image_bgr: np.ndarray) -> np.ndarray:
+        """A stored face image of any size (a data set's ``N.jpg``) -> the square crop
+        this recipe reads, resized as the family's authors' loader resized it."""
+        if image_bgr.shape[:2] == (self.crop_size, self.crop_size):
+            return image_bgr
+        return cv2.resize(image_bgr, (self.crop_size, self.crop_size))
 
     def crop(self, frame_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
         """The stored part of one frame's face crop, uint8 (h, w, 3)."""
@@ -126,11 +141,17 @@ class Wav2LipInputs(InputRecipe):
     def video_windows(
         self, frames: np.ndarray | Tensor, starts: np.ndarray, window_frames: int
     ) -> Tensor:
-        """uint8 (N, 48, 96, 3), or float (N, 3, 48, 96) in 0..1 -> (B, 3*T, 48, 96)."""
+        """uint8 BGR (N, 48, 96, 3), or float (N, 3, 48, 96) already in this recipe's
+        values (BGR, 0..1) -> (B, 3*T, 48, 96)."""
         windows = self._frame_windows(torch.as_tensor(frames), starts, window_frames)
         if windows.dtype == torch.uint8:
-            windows = windows.permute(0, 1, 4, 2, 3).float().div_(255.0)
+            windows = self._channels_first(windows)
         return windows.flatten(1, 2).contiguous()
+
+    @staticmethod
+    def _channels_first(windows: Tensor) -> Tensor:
+        """uint8 BGR (B, T, h, w, 3) -> float (B, T, 3, h, w) in 0..1."""
+        return windows.permute(0, 1, 4, 2, 3).float().div_(255.0)
 
     def audio_features(self, wav: np.ndarray | Tensor) -> Tensor:
         return log_mel_spectrogram(wav)
@@ -140,6 +161,30 @@ class Wav2LipInputs(InputRecipe):
 
     def audio_window_length(self, window_frames: int) -> int:
         return mel_frames_for(window_frames)
+
+
+class MTDVocaLiSTInputs(Wav2LipInputs):
+    """MTDVocaLiST: Wav2Lip's crop geometry and mel, read as torchvision reads them.
+
+    Its authors load each stored face image with ``torchvision.io.read_image`` (RGB),
+    resize it with ``torchvision.transforms.Resize([96, 96])`` and cast to float without
+    dividing by 255. Fed VocaLiST's BGR/255 input instead, its scores are meaningless;
+    owning that here means no call site has to know it.
+    """
+
+    name = "mtdvocalist"
+
+    def full_crop(self, frame_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
+        return torchvision_resize(face_region(frame_bgr, box, WAV2LIP_PADS), CROP_SIZE)
+
+    def fit_crop(self, image_bgr: np.ndarray) -> np.ndarray:
+        return torchvision_resize(image_bgr, self.crop_size)
+
+    @staticmethod
+    def _channels_first(windows: Tensor) -> Tensor:
+        """uint8 BGR (B, T, h, w, 3) -> float (B, T, 3, h, w), RGB, 0..255 (float frames
+        given to :meth:`video_windows` must already be RGB 0..255)."""
+        return windows.flip(-1).permute(0, 1, 4, 2, 3).float()
 
 
 class SyncNetInputs(InputRecipe):
@@ -175,8 +220,9 @@ class SyncNetInputs(InputRecipe):
 
 
 WAV2LIP = Wav2LipInputs()
+MTDVOCALIST = MTDVocaLiSTInputs()
 SYNCNET = SyncNetInputs()
-RECIPES: dict[str, InputRecipe] = {r.name: r for r in (WAV2LIP, SYNCNET)}
+RECIPES: dict[str, InputRecipe] = {r.name: r for r in (WAV2LIP, MTDVOCALIST, SYNCNET)}
 
 
 def recipe_for(model: object) -> InputRecipe:

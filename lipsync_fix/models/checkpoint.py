@@ -1,14 +1,15 @@
-"""Reading and writing checkpoints of the two model families.
+"""Reading and writing checkpoints of the sync model families.
 
 The authors save ``torch.save({"state_dict", "optimizer", "global_step", "global_epoch"})``
 (Wav2Lip's SyncNet does the same). We read that, a bare state dict, and keys prefixed
 ``module.`` (DataParallel/DDP), always with ``weights_only=True`` so a checkpoint cannot run
-code. Our own checkpoints use the same layout plus ``"model"`` (the family: ``vocalist`` or
-``syncnet``), ``"dims"`` (its widths) and ``"window_frames"`` (T, frames per input
-window; older files call it ``"context"``), so a model of
-any size loads without guesswork. A file without them is the paper's size, its family told
-by its keys (SyncNet* has ``face_encoder.*``, the original SyncNet ``netcnnaud.*``), its
-window 5 frames.
+code. Our own checkpoints use the same layout plus ``"model"`` (the family: ``vocalist``,
+``mtdvocalist`` or ``syncnet``), ``"dims"`` (its widths) and ``"window_frames"`` (T, frames
+per input window; older files call it ``"context"``), so a model of any size loads
+without guesswork. A file without them is the paper's size, its window 5 frames, its
+family told by its keys (SyncNet* has ``face_encoder.*``, the original SyncNet
+``netcnnaud.*``) or, for VocaLiST's key names, by its shapes (MTDVocaLiST's authors' file,
+``{"state_dict"}`` only, has narrower layers).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from torch import nn
 from lipsync_fix.errors import CheckpointError
 from lipsync_fix.features.constants import FRAMES_PER_WINDOW
 from lipsync_fix.files import write_atomically
+from lipsync_fix.models.mtdvocalist import MTD_PRESETS, MTDVocaLiST, is_mtdvocalist_state
 from lipsync_fix.models.syncnet_star import SYNCNET_PRESETS, SyncNetDimensions, SyncNetStar
 from lipsync_fix.models.vocalist import PRESETS, ModelDimensions, VocaLiST
 
 FAMILIES = {
     "vocalist": (VocaLiST, ModelDimensions, PRESETS),
+    "mtdvocalist": (MTDVocaLiST, ModelDimensions, MTD_PRESETS),
     "syncnet": (SyncNetStar, SyncNetDimensions, SYNCNET_PRESETS),
 }
 """Model family name -> (class, dimensions class, presets)."""
@@ -66,7 +69,7 @@ def build_model(
         if window_frames != FRAMES_PER_WINDOW:
             raise CheckpointError(f"SyncNet* reads {FRAMES_PER_WINDOW}-frame windows only")
         return SyncNetStar(dims)
-    return VocaLiST(dims, window_frames=window_frames)
+    return cls(dims, window_frames=window_frames)
 
 
 def family_of(ckpt: Mapping[str, Any]) -> str:
@@ -75,8 +78,9 @@ def family_of(ckpt: Mapping[str, Any]) -> str:
         return ckpt["model"]
     if any(k.startswith("netcnnaud.") for k in ckpt["state_dict"]):
         return "syncnet-v2"  # joonson/syncnet_python's syncnet_v2.model (models/syncnet.py)
-    return "syncnet" if any(k.startswith("face_encoder.") for k in ckpt["state_dict"]) \
-        else "vocalist"
+    if any(k.startswith("face_encoder.") for k in ckpt["state_dict"]):
+        return "syncnet"
+    return "mtdvocalist" if is_mtdvocalist_state(ckpt["state_dict"]) else "vocalist"
 
 
 def _looks_like_torch_file(path: Path) -> bool:
@@ -153,7 +157,8 @@ def window_frames_of(ckpt: Mapping[str, Any]) -> int:
 
 
 def sync_model_from_checkpoint(ckpt: Mapping[str, Any], source: str) -> nn.Module:
-    """Build the VocaLiST or SyncNet* a read checkpoint describes; load its weights strictly."""
+    """Build the VocaLiST, MTDVocaLiST or SyncNet* a read checkpoint describes; load its
+    weights strictly."""
     dims = ckpt["dims"] if isinstance(ckpt.get("dims"), Mapping) else None
     model = build_model(family_of(ckpt), dims, window_frames_of(ckpt))
     check_state_dict(model, ckpt["state_dict"], source)

@@ -1,5 +1,11 @@
 """Known model files: names, downloads on first use, verification, and the default model.
 
+Choice, not storage: this module holds the registry (names and entries), what a user is
+told (status, how to get a file, the one-line errors), the order in which an entry's
+locations are tried, the default model and :func:`load_model`. Where files live, fetching
+one location, hashes, state-dict layouts and trust records are
+:mod:`lipsync_fix.models.store`, which knows nothing of names or defaults.
+
 The registry (``models/registry.json``, shipped in the package as
 ``lipsync_fix/assets/registry.json``; ``$LIPSYNC_FIX_REGISTRY`` points at another file)
 maps a name to what a user needs to know before trusting a file: its family, size,
@@ -22,67 +28,68 @@ Why it works the way it does:
 * A file is verified before every use, but the hash is remembered against the file's size,
   mtime, ctime and inode (``.verified.json`` in the cache), so a 55 MB model is not re-hashed
   on every run while any change to it (even one that restores the mtime) is caught.
-* Entries whose publisher offers no direct link (the VocaLiST authors use a Google Drive
-  folder) resolve only from a file the user put in the cache or passed by path; the error
-  and ``lipsync-fix models`` give the exact steps.
+* A publisher that gives no sha256 (MTDVocaLiST's GitHub release, VocaLiST's Drive
+  folder) is trusted on first use: the temporary file is checked against the entry's
+  state-dict ``layout`` before the rename, then its sha256 and size are printed and
+  recorded beside it (:mod:`lipsync_fix.models.store`); every later use is checked
+  against that record, and a ``sha256`` in the registry wins over it.
+* Entries published in a Google Drive folder (``drive_folder``, the VocaLiST authors')
+  are fetched with ``gdown``: the folder is listed, the file picked by its name. When
+  Drive refuses (quota, a moved folder, offline) the error is one line with the manual
+  steps, which ``lipsync-fix models`` also gives.
+* Without ``--checkpoint``, :func:`default_model_name` picks the model: ``vocalist-lrs2``
+  when it is here and verifies, else ``mtdvocalist-lrs2`` (downloaded on first use), else
+  ``syncnet-v2`` when it is here. ``lse`` does not ask: its metric is SyncNet's.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json
 import os
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.progress import Progress as RichProgress
 from torch import nn
 
 from lipsync_fix.errors import CheckpointError
-from lipsync_fix.files import atomic_path, write_atomically
 from lipsync_fix.models.checkpoint import model_from_checkpoint, read_checkpoint
+from lipsync_fix.models.store import (
+    DRIVE_FOLDER_URL,
+    LocationError,
+    Progress,
+    TrustRecord,
+    download_bar,
+    fetch_from_drive,
+    fetch_url,
+    file_sha256,
+    layout_path,
+    layout_problem,
+    read_trust,
+    record_trust,
+    remember,
+    shown,
+    stat_key,
+    target_path,
+    trust_path,
+    urls_of,
+)
 
 PACKAGE = Path(__file__).resolve().parents[1]
 ASSETS = PACKAGE / "assets"
 REGISTRY_FILE = ASSETS / "registry.json"
-VERIFIED_FILE = ".verified.json"
-"""In the cache folder: the sha256 of each verified file, keyed by path and stat."""
 
 MODEL_KIND = "model"
 """The default ``kind`` of an entry: something :func:`load_model` builds. Other kinds (the
 S3FD ``face-detector`` weights) are downloaded and verified here but loaded elsewhere."""
 
-CHUNK_BYTES = 1 << 20
-TIMEOUT_S = 30.0
-USER_AGENT = "lipsync-fix (model download)"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
-Progress = Callable[[int, int | None], None]
-"""``progress(bytes_done, bytes_total_or_None)`` during a download."""
-
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def cache_dir() -> Path:
-    """Where downloaded models go: ``$LIPSYNC_FIX_CACHE`` or ``~/.cache/lipsync-fix``."""
-    return Path(os.environ.get("LIPSYNC_FIX_CACHE") or Path.home() / ".cache" / "lipsync-fix")
 
 
 def load_registry(path: str | Path | None = None) -> dict[str, dict]:
@@ -114,111 +121,45 @@ def _entry_problem(entry: Any) -> str | None:
     urls = entry.get("urls", [])
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         return "has urls that are not a list of strings"
-    if urls and sha is None:
-        return "has urls but no sha256 (a download could not be checked)"
+    layout = layout_path(entry)
+    if layout is not None and not layout.is_file():
+        return f"names a layout {entry['layout']!r} that lipsync-fix does not ship"
+    if (urls or entry.get("drive_folder")) and sha is None and layout is None:
+        return "has a download but neither a sha256 nor a layout (it could not be checked)"
     return None
-
-
-def urls_of(entry: Mapping[str, Any]) -> list[str]:
-    """The locations to download an entry from, in the order to try them."""
-    return list(entry.get("urls") or [])
-
-
-def target_path(entry: Mapping[str, Any], root: Path | None = None) -> Path:
-    """Where an entry's file is (or will be): bundled in the package, torch hub's
-    checkpoint folder, or the cache (``root`` overrides the cache folder)."""
-    if entry.get("bundled"):
-        return PACKAGE / entry["bundled"]
-    if entry.get("folder") == "torch-hub":
-        return Path(torch.hub.get_dir()) / "checkpoints" / entry["filename"]
-    return (root or cache_dir()) / entry["filename"]
-
-
-def shown(path: Path) -> str:
-    """A path as a user would type it (``~`` for the home folder)."""
-    home = str(Path.home())
-    text = str(path)
-    return "~" + text[len(home):] if home not in ("", "/") and text.startswith(home + os.sep) \
-        else text
-
-
-def sha256_of(path: Path, block: int = CHUNK_BYTES) -> str:
-    """The sha256 of a file, read in blocks (never held in memory whole)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# --- remembered verification -------------------------------------------------------------
-
-def _stat_key(path: Path) -> list[int]:
-    """What changes whenever the file's bytes may have changed: size, mtime and ctime (the
-    kernel sets ctime on every write and on every ``utime``, so restoring the mtime after
-    editing a file does not hide the edit), and the inode (a replaced file)."""
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-
-
-def _records_file() -> Path:
-    return cache_dir() / VERIFIED_FILE
-
-
-def _read_records() -> dict[str, dict]:
-    try:
-        records = json.loads(_records_file().read_text())
-    except (OSError, ValueError):
-        return {}
-    return records if isinstance(records, dict) else {}
-
-
-def _remember(path: Path, digest: str, key: list[int]) -> None:
-    """Record a file's hash against ``key``, its stat taken before it was hashed (so a
-    file that changed while being hashed is not recorded). Only where the cache folder
-    already exists: remembering is an optimisation, not a reason to create folders."""
-    folder = cache_dir()
-    if not folder.is_dir():
-        return
-    records = {p: r for p, r in _read_records().items() if Path(p).is_file()}
-    try:
-        if _stat_key(path) != key:
-            return
-        records[str(path.resolve())] = {"stat": key, "sha256": digest}
-        text = json.dumps(records, indent=1, sort_keys=True)
-        write_atomically(_records_file(), lambda tmp: tmp.write_text(text))
-    except OSError:
-        pass  # a read-only cache only means hashing again next time
-
-
-def file_sha256(path: Path, recheck: bool = False) -> str:
-    """The sha256 of ``path``, taken from the record when the file is unchanged since it
-    was last hashed (``recheck`` always hashes, as ``lipsync-fix models verify`` does)."""
-    path = Path(path)
-    key = _stat_key(path)
-    if not recheck:
-        record = _read_records().get(str(path.resolve()))
-        if isinstance(record, dict) and record.get("stat") == key:
-            return str(record.get("sha256"))
-    digest = sha256_of(path)
-    _remember(path, digest, key)
-    return digest
 
 
 # --- status and instructions --------------------------------------------------------------
 
+PUBLISHED = "published"
+FIRST_USE = "recorded on first use"
+
+
 @dataclass(frozen=True)
 class FileStatus:
-    """Whether an entry's file is on disk and whether it is the published file.
+    """Whether an entry's file is on disk and whether it is the file it should be.
 
-    ``verified`` is None when the file is absent, or present but with no published sha256
-    to compare with (the VocaLiST weights)."""
+    ``expected`` is the sha256 the file is held to and ``trust`` where that comes from:
+    :data:`PUBLISHED` (the registry's ``sha256``, which wins) or :data:`FIRST_USE` (the
+    trust record written when the file was first downloaded or checked). ``verified``
+    is None when the file is absent, or present with neither to compare with."""
 
     name: str
     path: Path
     present: bool
     verified: bool | None
     sha256: str | None
+    expected: str | None = None
+    trust: str | None = None
+
+
+def expected_sha256(entry: Mapping[str, Any], target: Path) -> tuple[str | None, str | None]:
+    """The sha256 an entry's file must have and where it comes from (see
+    :class:`FileStatus`): the registry's, else the trust record beside the file."""
+    if entry.get("sha256"):
+        return str(entry["sha256"]), PUBLISHED
+    record = read_trust(target)
+    return (record.sha256, FIRST_USE) if record is not None else (None, None)
 
 
 def check_file(
@@ -230,11 +171,12 @@ def check_file(
     path = target_path(entry, root)
     if not path.is_file():
         return FileStatus(name, path, False, None, None)
-    expected = entry.get("sha256")
+    expected, trust = expected_sha256(entry, path)
     if expected is None and not recheck:
         return FileStatus(name, path, True, None, None)
     digest = file_sha256(path, recheck)
-    return FileStatus(name, path, True, None if expected is None else digest == expected, digest)
+    verified = None if expected is None else digest == expected
+    return FileStatus(name, path, True, verified, digest, expected, trust)
 
 
 def get_entry(name: str, registry: dict[str, dict] | None = None) -> dict:
@@ -250,13 +192,23 @@ def how_to_get(name: str, registry: dict[str, dict] | None = None, root: Path | 
                ) -> str:
     """One sentence: how a user obtains this entry's file."""
     entry = get_entry(name, registry)
-    target = target_path(entry, root)
     if entry.get("bundled"):
         return "bundled with lipsync-fix (reinstall lipsync-fix to restore it)"
     if urls_of(entry):
         automatic = entry.get("kind", MODEL_KIND) == MODEL_KIND
         return f"run lipsync-fix models download {name}" + \
             (" (or let the first use download it)" if automatic else "")
+    if entry.get("drive_folder"):
+        return (f"run lipsync-fix models download {name} (fetched from its authors' Google "
+                "Drive folder)")
+    return manual_steps(name, registry, root)
+
+
+def manual_steps(name: str, registry: dict[str, dict] | None = None,
+                 root: Path | None = None) -> str:
+    """Today's manual steps for an entry's file: where to click, where to put it."""
+    entry = get_entry(name, registry)
+    target = target_path(entry, root)
     source = entry.get("source", "its publisher")
     if "drive.google.com" in source:  # a folder page, not a file link: say what to click
         manual = f"open {source} in a browser, download {entry['filename']}"
@@ -268,86 +220,53 @@ def how_to_get(name: str, registry: dict[str, dict] | None = None, root: Path | 
     return manual
 
 
-# --- downloading ----------------------------------------------------------------------
+# --- one download, from wherever the entry is published --------------------------------
 
-class _LocationError(Exception):
-    """One location that did not deliver the file (the next one is tried)."""
-
-    def __init__(self, reason: str, *, no_connection: bool = False) -> None:
-        super().__init__(reason)
-        self.no_connection = no_connection
-
-
-@contextmanager
-def _download_bar(name: str, quiet: bool) -> Iterator[Progress | None]:
-    """A rich progress bar on stderr, or None when quiet or stderr is not a terminal."""
-    console = Console(stderr=True)
-    if quiet or not console.is_terminal:
-        yield None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-               TransferSpeedColumn(), TimeRemainingColumn())
-    with RichProgress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(f"downloading {name}", total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
-
-
-def _fetch(url: str, target: Path, expected: str, progress: Progress | None) -> None:
-    """Stream one location into a temporary file beside ``target`` and rename it into place
-    only when complete and of the expected sha256; raise :class:`_LocationError` otherwise."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    host = urllib.parse.urlsplit(url).netloc or url
-    digest = hashlib.sha256()
-    try:
-        with atomic_path(target) as tmp:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, \
-                    open(tmp, "wb") as out:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                done = 0
-                if progress:
-                    progress(0, total)
-                while chunk := response.read(CHUNK_BYTES):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
-            if total is not None and done < total:
-                raise _LocationError(f"{host} broke off after {done} of {total} bytes")
-            if digest.hexdigest() != expected:
-                raise _LocationError(f"the file from {host} did not match its sha256")
-    except urllib.error.HTTPError as exc:
-        raise _LocationError(f"HTTP {exc.code} from {host}") from exc
-    except urllib.error.URLError as exc:
-        raise _LocationError(f"no connection to {host} ({exc.reason})", no_connection=True) from exc
-    except TimeoutError as exc:
-        raise _LocationError(f"{host} timed out") from exc
-    except (http.client.HTTPException, OSError) as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        raise _LocationError(f"the download from {host} failed ({reason})") from exc
+def _trust_line(name: str, target: Path, record: TrustRecord) -> str:
+    return (f"{name}: no published sha256; trusting this first download: sha256 "
+            f"{record.sha256}, {record.size_bytes:,} bytes (recorded in "
+            f"{shown(trust_path(target))}; later uses are checked against it)")
 
 
 def _download(name: str, entry: Mapping[str, Any], target: Path, progress: Progress | None,
               quiet: bool, prefix: str = "") -> Path:
-    """Try each location in order; the first complete file with the right hash wins."""
+    """Try each location in order (the URLs, then the Drive folder); the first complete
+    file that checks out wins. A file with no published sha256 is checked by its layout,
+    and its hash recorded (trust on first use) unless a record already says what it must
+    be."""
     urls = urls_of(entry)
+    expected, _ = expected_sha256(entry, target)
+    layout = layout_path(entry)
     made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CheckpointError(f"cannot create the folder {target.parent} for {name}: "
                               f"{exc.strerror or exc}") from exc
-    failures: list[_LocationError] = []
-    with _download_bar(name, quiet) as bar:
+    failures: list[LocationError] = []
+    source = None
+    with download_bar(name, quiet) as bar:
         for url in urls:
             try:
-                _fetch(url, target, entry["sha256"], progress or bar)
-            except _LocationError as failed:
+                digest = fetch_url(url, target, expected, layout, progress or bar)
+            except LocationError as failed:
                 failures.append(failed)
                 continue
-            _remember(target, entry["sha256"], _stat_key(target))
-            return target
+            source = url
+            break
+    if source is None and entry.get("drive_folder"):
+        try:
+            digest = fetch_from_drive(entry, target, expected, layout, quiet)
+            source = DRIVE_FOLDER_URL.format(entry["drive_folder"])
+        except LocationError as failed:
+            failures.append(failed)
+    if source is not None:
+        remember(target, digest, stat_key(target))
+        if expected is None:
+            record = record_trust(target, digest, target.stat().st_size, source)
+            if not quiet:
+                _err.print(_trust_line(name, target, record), markup=False)
+        return target
     for folder in made:  # a failed download leaves no empty cache folder behind
         try:
             folder.rmdir()
@@ -357,11 +276,20 @@ def _download(name: str, entry: Mapping[str, Any], target: Path, progress: Progr
         why = "no network"
     else:
         why = "; ".join(dict.fromkeys(str(f) for f in failures))
-    tried = f"tried {len(urls)} location{'s' if len(urls) != 1 else ''}"
+    n = len(urls) + bool(entry.get("drive_folder"))
+    tried = f"tried {n} location{'s' if n != 1 else ''}"
+    if entry.get("drive_folder") and not urls:
+        raise CheckpointError(f"{prefix}cannot download {name} from Google Drive: {why}; "
+                              f"{manual_steps(name, {name: dict(entry)}, target.parent)}")
     instead = ("pass --checkpoint PATH or put it in" if entry.get("kind", MODEL_KIND) == MODEL_KIND
                else "put it in")
     raise CheckpointError(f"{prefix}cannot download {name}: {why} ({tried}); download it "
-                          f"elsewhere and {instead} {shown(target)}")
+                          f"elsewhere (lipsync-fix models download {name}) and {instead} "
+                          f"{shown(target)}")
+
+
+def _downloadable(entry: Mapping[str, Any]) -> bool:
+    return bool(urls_of(entry) or entry.get("drive_folder"))
 
 
 def download_model(
@@ -373,23 +301,30 @@ def download_model(
 ) -> Path:
     """The verified local file of registry entry ``name``, downloaded if it is missing.
 
-    A file already there is used if it verifies; one that does not is downloaded again
-    (whisper does the same) and replaced only by a good copy. ``progress`` replaces the
-    progress bar (which is shown on stderr when it is a terminal and not ``quiet``).
+    A file already there is used if it verifies: against the registry's sha256, else the
+    trust record made when it was first downloaded; a file with neither (put there by
+    hand) is checked by its layout and recorded now. One that does not verify is
+    downloaded again (whisper does the same) and replaced only by a good copy, which must
+    match the same hash. ``progress`` replaces the progress bar (which is shown on stderr
+    when it is a terminal and not ``quiet``).
     """
     registry = load_registry() if registry is None else registry
     entry = get_entry(name, registry)
     target = target_path(entry, root)
-    expected = entry.get("sha256")
     prefix = ""
     if target.is_dir():
         raise CheckpointError(f"{shown(target)} should be the file of {name}, but it is a "
                               "folder; move it out of the way")
     if target.is_file():
-        if expected is None or file_sha256(target) == expected:
+        expected, trust = expected_sha256(entry, target)
+        if expected is None:
+            return _first_use_of_placed_file(name, entry, target, registry, root, quiet)
+        if file_sha256(target) == expected:
             return target
-        bad = f"{shown(target)} does not match the sha256 of {name}"
-        if not urls_of(entry):
+        bad = (f"{shown(target)} does not match the sha256 of {name}" if trust == PUBLISHED
+               else f"{shown(target)} does not match the sha256 recorded when {name} was "
+                    f"first downloaded ({shown(trust_path(target))})")
+        if not _downloadable(entry):
             raise CheckpointError(f"{bad}; {how_to_get(name, registry, root)}")
         if not quiet:
             _err.print(f"warning: {bad}; downloading it again", markup=False)
@@ -397,9 +332,30 @@ def download_model(
     elif entry.get("bundled"):
         raise CheckpointError(f"the bundled file of {name} is missing at {target}; "
                               "reinstall lipsync-fix")
-    if not urls_of(entry):
+    if not _downloadable(entry):
         raise CheckpointError(f"{name} has no direct download; {how_to_get(name, registry, root)}")
     return _download(name, entry, target, progress, quiet, prefix)
+
+
+def _first_use_of_placed_file(name: str, entry: Mapping[str, Any], target: Path,
+                              registry: dict[str, dict], root: Path | None, quiet: bool
+                              ) -> Path:
+    """A file in the cache with no hash to compare with (the user copied it there): check
+    its layout, where the entry has one, and record its hash so later changes are caught."""
+    layout = layout_path(entry)
+    if layout is None:
+        return target
+    problem = layout_problem(target, layout)
+    if problem:
+        raise CheckpointError(f"{shown(target)} is not the {name} file ({problem}); "
+                              f"{how_to_get(name, registry, root)}")
+    digest = file_sha256(target)
+    record = record_trust(target, digest, target.stat().st_size, "placed in the cache")
+    if not quiet:
+        _err.print(_trust_line(name, target, record).replace("first download",
+                                                             "file on first use"),
+                   markup=False)
+    return target
 
 
 def resolve_checkpoint(
@@ -430,28 +386,66 @@ def _default_candidates(registry: dict[str, dict]) -> list[str]:
     return [name for _, name in sorted(ranked)]
 
 
-def default_model_name(registry: dict[str, dict] | None = None, root: Path | None = None) -> str:
-    """The model ``fix`` and ``score`` use when no ``--checkpoint`` is given.
+def _usable_here(name: str, registry: dict[str, dict], root: Path | None, quiet: bool
+                 ) -> bool:
+    """Whether an entry's file is here and checks out (hash, else layout: a file placed by
+    hand is recorded on this first use), without downloading anything."""
+    entry = registry[name]
+    target = target_path(entry, root)
+    if not target.is_file():
+        return False
+    expected, _ = expected_sha256(entry, target)
+    if expected is not None:
+        if file_sha256(target) == expected:
+            return True
+        problem = f"{shown(target)} does not match the sha256 of {name}"
+    else:
+        try:
+            _first_use_of_placed_file(name, entry, target, registry, root, quiet)
+            return True
+        except CheckpointError as exc:
+            problem = str(exc).split(";")[0]
+    if not quiet:  # the user put it there: say why it is passed over
+        _err.print(f"warning: {problem}; not using it", markup=False)
+    return False
 
-    The best-ranked default whose file is already here (the VocaLiST weights, which only
-    a user can fetch), else the best-ranked one that can be downloaded (``syncnet-v2``),
-    so the main job works on real faces from a fresh install for anyone online.
+
+def default_model_name(registry: dict[str, dict] | None = None, root: Path | None = None,
+                       quiet: bool = False) -> str:
+    """The model ``fix`` and ``score`` use when no ``--checkpoint`` is given, its file
+    ready in the cache.
+
+    Entries marked ``"default": rank`` are taken best rank first: one whose file is here
+    and verifies is used (``vocalist-lrs2``, then ``mtdvocalist-lrs2``, then ``syncnet-v2``);
+    before falling back to a lower rank, an entry marked ``"download_by_default"``
+    (``mtdvocalist-lrs2``: a direct download, ~53 MB) is downloaded. So a fresh install
+    online gets MTDVocaLiST, a user who fetched VocaLiST gets VocaLiST, and offline with
+    none of them the error is the download's own line: it names the model and how to get
+    it offline.
     """
     registry = load_registry() if registry is None else registry
     candidates = _default_candidates(registry)
+    failure: CheckpointError | None = None
     for name in candidates:
-        if target_path(registry[name], root).is_file():
+        if _usable_here(name, registry, root, quiet):
             return name
-    for name in candidates:
-        if urls_of(registry[name]):
-            return name
+        entry = registry[name]
+        if failure is None and entry.get("download_by_default") and _downloadable(entry):
+            try:
+                download_model(name, registry, root, quiet=quiet)
+                return name
+            except CheckpointError as exc:
+                failure = exc  # a cached lower-ranked model may still do
+    if failure is not None:
+        raise failure
     raise CheckpointError("no default model is available; see lipsync-fix models and pass "
                           "--checkpoint NAME or PATH")
 
 
 def default_model_notice(name: str, registry: dict[str, dict] | None = None,
                          root: Path | None = None) -> str:
-    """One line for stderr: which default model is used, and how to get a better one."""
+    """One line for stderr: which default model runs, from where, and how to get a better
+    one."""
     registry = load_registry() if registry is None else registry
     entry = get_entry(name, registry)
     target = target_path(entry, root)

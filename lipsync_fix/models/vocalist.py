@@ -275,6 +275,9 @@ class VocaLiST(nn.Module):
 
     Inputs follow the authors' layout: ``video`` (B, 3*T, 48, 96) lower-half face crops in
     BGR, frame-major channels, values in 0..1; ``mel`` (B, 1, 80, 16) normalised log-mel.
+    Those values are the family's input recipe (``inputs``, see
+    :mod:`lipsync_fix.features.inputs`): a subclass at other widths may read others
+    (:class:`~lipsync_fix.models.mtdvocalist.MTDVocaLiST`: RGB, 0..255).
 
     ``window_frames`` is the window length T in frames the model was trained for (the paper's
     "Var" models use 10 or 25 frames with 32 or 80 mel frames); the layers do not depend

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from lipsync_fix.compute import autocast
 from lipsync_fix.features.constants import FRAMES_PER_WINDOW, SAMPLES_PER_FRAME
-from lipsync_fix.features.inputs import WAV2LIP, InputRecipe
+from lipsync_fix.features.inputs import WAV2LIP, InputRecipe, recipe_for
 
 OUT_OF_RANGE = -1000.0
 DEFAULT_MAX_SHIFT = 15  # frames at 25 fps: +-0.6 s, the paper's search range
@@ -144,13 +144,15 @@ def score_matrix(
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Score a whole clip: per-frame lower halves (N, 3, 48, 96) and its whole-clip mel
-    (80, M).
+    (80, M). ``frames`` are uint8 BGR crops or floats already in the values of the model's
+    input recipe (:func:`~lipsync_fix.features.inputs.recipe_for`).
 
     ``n_samples`` is the clip's audio length at 16 kHz (it bounds the windows as in the
     reference). Returns float32 (R, 2S+1) with R = :func:`num_windows`.
     """
     opts = options or ScoreOptions()
-    source = clip_source(frames, mel, n_samples, window_frames(model, opts))
+    source = clip_source(frames, mel, n_samples, window_frames(model, opts),
+                         recipe_for(model))
     return score_rows(model, source, np.arange(source.n_rows), opts, progress)
 
 
@@ -190,7 +192,8 @@ def reference_rows(
     """The authors' loop for the given rows of a whole clip's matrix (see :func:`score_rows`
     with ``mode="reference"``)."""
     opts = options or ScoreOptions()
-    source = clip_source(frames, mel, n_samples, window_frames(model, opts))
+    source = clip_source(frames, mel, n_samples, window_frames(model, opts),
+                         recipe_for(model))
     ref = ScoreOptions(**{**opts.__dict__, "mode": "reference"})
     return score_rows(model, source, np.asarray(rows), ref, progress)
 
