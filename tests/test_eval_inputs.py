@@ -15,7 +15,7 @@ from lipsync_fix.errors import LipsyncError
 from lipsync_fix.evaluation.golden import rule_weights
 from lipsync_fix.evaluation.protocols import PROTOCOLS, evaluate_folder
 from lipsync_fix.models import PRESETS, VocaLiST
-from lipsync_fix.models.syncnet import SyncNetV2
+from lipsync_fix.models.syncnet_v2 import SyncNetV2
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,12 @@ from pathlib import Path
 import typer
 
 from lipsync_fix.cli import (  # noqa: F401  (registers commands)
+    bench,
     lse,
     main_job,
     models,
     paper,
     report,
-    research,
     separation,
 )
 from lipsync_fix.cli.app import Session, app, print_error, print_json

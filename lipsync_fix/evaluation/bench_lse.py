@@ -40,7 +40,7 @@ from lipsync_fix.lse import (
     score_tracks,
     tracks_reference,
 )
-from lipsync_fix.models.syncnet import SyncNetV2
+from lipsync_fix.models.syncnet_v2 import SyncNetV2
 
 JPEG_QUALITY = 95
 """Quality of the frame-by-frame pipeline's JPEGs (close to ffmpeg's ``-qscale:v 2``)."""

@@ -39,7 +39,7 @@ from lipsync_fix.faces.reference import REFERENCE_CROP_SIZE, zero_padded_median
 from lipsync_fix.features.constants import FRAME_MS, FRAMES_PER_WINDOW, SAMPLE_RATE
 from lipsync_fix.features.inputs import SYNCNET
 from lipsync_fix.features.mfcc import mfcc_matrix
-from lipsync_fix.models.syncnet import PAIRWISE_EPS
+from lipsync_fix.models.syncnet_v2 import PAIRWISE_EPS
 from lipsync_fix.sync.scoring import num_windows
 
 VSHIFT = 15

@@ -25,8 +25,8 @@ from lipsync_fix.models.registry import (
 )
 from lipsync_fix.models.scorer import PairScorer, SyncScorer
 from lipsync_fix.models.store import sha256_of
-from lipsync_fix.models.syncnet import SYNCNET_V2_FAMILY, SyncNetV2
 from lipsync_fix.models.syncnet_star import SYNCNET_PRESETS, SyncNetDimensions, SyncNetStar
+from lipsync_fix.models.syncnet_v2 import SYNCNET_V2_FAMILY, SyncNetV2
 from lipsync_fix.models.vocalist import PRESETS, ModelDimensions, VocaLiST
 
 __all__ = [

@@ -77,7 +77,7 @@ def family_of(ckpt: Mapping[str, Any]) -> str:
     if isinstance(ckpt.get("model"), str):
         return ckpt["model"]
     if any(k.startswith("netcnnaud.") for k in ckpt["state_dict"]):
-        return "syncnet-v2"  # joonson/syncnet_python's syncnet_v2.model (models/syncnet.py)
+        return "syncnet-v2"  # joonson/syncnet_python's syncnet_v2.model (models/syncnet_v2.py)
     if any(k.startswith("face_encoder.") for k in ckpt["state_dict"]):
         return "syncnet"
     return "mtdvocalist" if is_mtdvocalist_state(ckpt["state_dict"]) else "vocalist"
