@@ -66,3 +66,24 @@ def test_rejects_garbage_and_unsafe_files(tmp_path):
         read_checkpoint(tmp_path / "evil.pth")
     with pytest.raises(CheckpointError):
         read_checkpoint(tmp_path / "missing.pth")
+
+
+def test_a_checkpoint_of_the_old_syncnet_family_name_reads_as_syncnet_star(tmp_path):
+    """lipsync-fix 0.2 saved SyncNet* as family "syncnet" (the word also meant the
+    original SyncNet); such files, configs and options still read, under the new name."""
+    from lipsync_fix.models import build_model
+    from lipsync_fix.training import TrainConfig
+
+    model = build_model("syncnet-star", "tiny")
+    path = save_checkpoint(tmp_path / "old.pth", model)
+    payload = torch.load(path, weights_only=True)
+    assert payload["model"] == "syncnet-star"
+    payload["model"] = "syncnet"  # as 0.2 wrote it
+    torch.save(payload, path)
+    loaded = load_model(path)
+    assert loaded.family == "syncnet-star" and type(loaded) is type(model)
+    assert build_model("syncnet", "tiny").family == "syncnet-star"
+    assert TrainConfig(data_root=".", out_dir=".", model="syncnet", preset="tiny").model == \
+        "syncnet-star"
+    with pytest.raises(CheckpointError, match="unknown model family"):
+        build_model("syncnet-v3")

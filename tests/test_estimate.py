@@ -169,7 +169,7 @@ def test_bf16_picks_the_offsets_fp32_picks_on_the_golden_clip():
     assert np.array_equal(best_shifts(a)[clear], best_shifts(b)[clear])
 
 
-@pytest.mark.parametrize("name", ["wav2lip", "syncnet"])
+@pytest.mark.parametrize("name", ["wav2lip", "syncnet-v2"])
 def test_audio_windows_of_a_chunk_equal_the_whole_clips(name):
     """A segment's features come from an audio chunk; inside its span they must equal
     the features of the whole clip, or a segment would score other numbers than the

@@ -27,7 +27,7 @@ def video(tmp_path_factory):
 
 
 def test_syncnet_evaluates_its_own_crops_and_refuses_wav2lip_ones(video, tmp_path):
-    preprocess_video(video, tmp_path / "sn" / "clip", inputs="syncnet")
+    preprocess_video(video, tmp_path / "sn" / "clip", inputs="syncnet-v2")
     preprocess_video(video, tmp_path / "w2l" / "clip", inputs="wav2lip")
     assert crop_side(tmp_path / "sn" / "clip") == 224
     assert crop_side(tmp_path / "w2l" / "clip") == 96

@@ -149,7 +149,7 @@ def test_tf32_is_off_while_the_metric_runs_and_restored_after():
 
 def test_models_name_their_inputs():
     """The front end picks crops and features by this attribute (see SyncNetV2's doc)."""
-    assert benchmark_model().inputs == "syncnet"
+    assert benchmark_model().inputs == "syncnet-v2"
     assert VocaLiST(PRESETS["tiny"]).inputs == "wav2lip"
     assert SyncNetStar(SYNCNET_PRESETS["tiny"]).inputs == "wav2lip"
 

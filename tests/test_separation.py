@@ -79,7 +79,7 @@ def trained_run(data_root, tmp_path_factory):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("visual", ["mc18", "vocalist", "syncnet"])
+@pytest.mark.parametrize("visual", ["mc18", "vocalist", "syncnet-star"])
 def test_model_shapes_for_each_visual_encoder(visual):
     torch.manual_seed(0)
     model = build_separator("tiny", visual).eval()
@@ -129,7 +129,7 @@ def _one_step(model: YNet) -> None:
     opt.step()
 
 
-@pytest.mark.parametrize("family", ["vocalist", "syncnet"])
+@pytest.mark.parametrize("family", ["vocalist", "syncnet-star"])
 def test_pretrained_encoder_is_frozen_and_e2e_trains(tmp_path, family):
     torch.manual_seed(2)
     sync = build_model(family, "tiny")

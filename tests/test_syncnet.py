@@ -102,7 +102,7 @@ def test_train_and_eval_syncnet_end_to_end(data_root, tmp_path):
                  "--device", "cpu", "--quiet", "--config", train_config(tmp_path))
     assert run.code == 0, run.stderr
     ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
-    assert ckpt["model"] == "syncnet" and ckpt["global_step"] == 3
+    assert ckpt["model"] == "syncnet-star" and ckpt["global_step"] == 3  # "syncnet" was read as it
     assert isinstance(load_model(tmp_path / "run" / "last.pth"), SyncNetStar)
     losses = [r["loss"] for r in read_metrics(tmp_path / "run", "train")]
     assert losses and all(np.isfinite(losses))
@@ -132,5 +132,5 @@ def test_resume_keeps_the_family(data_root, tmp_path):
     train(cfg)
     train(cfg.replace(steps=3, resume=True))
     assert torch.load(tmp_path / "r" / "last.pth", weights_only=True)["global_step"] == 3
-    with pytest.raises(Exception, match="syncnet model"):
+    with pytest.raises(Exception, match="syncnet-star model"):
         train(cfg.replace(model="vocalist", steps=4, resume=True))

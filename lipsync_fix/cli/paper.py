@@ -36,6 +36,7 @@ from lipsync_fix.errors import OutputError, OutputExistsError, UsageError
 from lipsync_fix.evaluation.golden import check_against_reference
 from lipsync_fix.evaluation.protocols import EvalResult, evaluate_folder, get_protocol, write_result
 from lipsync_fix.models import export_for_inference, sha256_of
+from lipsync_fix.models.syncnet_star import SYNCNET_STAR_FAMILY
 from lipsync_fix.sync.scoring import ScoreOptions
 from lipsync_fix.training import TrainConfig, train
 from lipsync_fix.training.distributed import process_group
@@ -147,7 +148,8 @@ def train_command(
     preset: Annotated[str | None, typer.Option(
         help="Model size: paper, small or tiny [default: paper].")] = None,
     model: Annotated[str | None, typer.Option(
-        help="Model family: vocalist, or syncnet (the SyncNet* baseline) [default: vocalist].",
+        help="Model family: vocalist, mtdvocalist, or syncnet-star (the SyncNet* baseline; "
+             "'syncnet', its old name, is read as it until 1.0) [default: vocalist].",
     )] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps.")] = None,
     config: Annotated[Path | None, typer.Option(help="JSON/TOML file of settings.")] = None,
@@ -259,7 +261,8 @@ def eval_command(
     if json_line:
         print_json(result.to_json())
         return
-    name = "SyncNet*" if model.family == "syncnet" else f"VocaLiST (T={result.window_frames})"
+    name = {SYNCNET_STAR_FAMILY: "SyncNet*", "mtdvocalist": "MTDVocaLiST"}.get(
+        model.family, f"VocaLiST (T={result.window_frames})")
     table = Table(title=f"{proto.name} sync accuracy, {name} ({count(result.clips, 'clip')}, "
                         f"{count(result.windows, 'window')}, {result.seconds:.1f} s)")
     table.add_column("tolerance")

@@ -11,7 +11,7 @@ recipe of that name, so neither needs to know a model family:
   torchvision's antialiased bilinear resize
   (:func:`~lipsync_fix.features.visual.torchvision_resize`), channels RGB, values 0..255
   (not divided by 255).
-* ``"syncnet"`` (the original SyncNet): 224x224 crops of the reference's geometry, BGR
+* ``"syncnet-v2"`` (the original SyncNet): 224x224 crops of the reference's geometry, BGR
   0..255 as ``(3, T, 224, 224)``; audio as 13 MFCCs of int16-scale samples, 100 frames per
   second, 4 per video frame.
 
@@ -190,7 +190,7 @@ class MTDVocaLiSTInputs(Wav2LipInputs):
 class SyncNetInputs(InputRecipe):
     """The original SyncNet: whole 224x224 crops of the reference geometry, 13 MFCCs."""
 
-    name = "syncnet"
+    name = "syncnet-v2"
     crop_size = REFERENCE_CROP_SIZE
     audio_hop = MFCC_HOP
     audio_margin = 2  # pre-emphasis reaches one sample back; frames are not centred

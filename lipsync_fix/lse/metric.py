@@ -51,7 +51,7 @@ EVAL_BATCH = 20
 FRAMEWISE_FILTER = 9
 """Median filter length of the framewise confidence."""
 
-SYNCNET_INPUTS = "syncnet"
+SYNCNET_INPUTS = "syncnet-v2"
 """The ``inputs`` attribute of a model that reads 224x224 crops and MFCC (SyncNetV2)."""
 
 

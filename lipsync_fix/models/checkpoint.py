@@ -26,15 +26,30 @@ from lipsync_fix.errors import CheckpointError
 from lipsync_fix.features.constants import FRAMES_PER_WINDOW
 from lipsync_fix.files import write_atomically
 from lipsync_fix.models.mtdvocalist import MTD_PRESETS, MTDVocaLiST, is_mtdvocalist_state
-from lipsync_fix.models.syncnet_star import SYNCNET_PRESETS, SyncNetDimensions, SyncNetStar
+from lipsync_fix.models.syncnet_star import (
+    SYNCNET_PRESETS,
+    SYNCNET_STAR_FAMILY,
+    SyncNetDimensions,
+    SyncNetStar,
+)
 from lipsync_fix.models.vocalist import PRESETS, ModelDimensions, VocaLiST
 
 FAMILIES = {
     "vocalist": (VocaLiST, ModelDimensions, PRESETS),
     "mtdvocalist": (MTDVocaLiST, ModelDimensions, MTD_PRESETS),
-    "syncnet": (SyncNetStar, SyncNetDimensions, SYNCNET_PRESETS),
+    SYNCNET_STAR_FAMILY: (SyncNetStar, SyncNetDimensions, SYNCNET_PRESETS),
 }
 """Model family name -> (class, dimensions class, presets)."""
+
+FAMILY_ALIASES = {"syncnet": SYNCNET_STAR_FAMILY}
+"""Old family names and the families they are now. lipsync-fix 0.2 called SyncNet*
+``syncnet``, a word that also meant the original SyncNet; checkpoints, configs and
+options written with the old name still read (until 1.0)."""
+
+
+def canonical_family(name: str) -> str:
+    """The family ``name`` means today (an old name is mapped, any other is kept)."""
+    return FAMILY_ALIASES.get(name, name)
 
 
 CheckpointReader = Callable[[Mapping[str, Any], str], nn.Module]
@@ -55,6 +70,7 @@ def build_model(
 ) -> nn.Module:
     """A fresh sync model of ``family``: ``dims`` is a preset name, a dims dict or object,
     or None for the paper's size; ``window_frames`` is its input window length T."""
+    family = canonical_family(family)
     if family not in FAMILIES:
         raise CheckpointError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
     cls, dims_cls, presets = FAMILIES[family]
@@ -75,11 +91,11 @@ def build_model(
 def family_of(ckpt: Mapping[str, Any]) -> str:
     """The family a read checkpoint holds: its ``"model"`` entry, else told by its keys."""
     if isinstance(ckpt.get("model"), str):
-        return ckpt["model"]
+        return canonical_family(ckpt["model"])
     if any(k.startswith("netcnnaud.") for k in ckpt["state_dict"]):
         return "syncnet-v2"  # joonson/syncnet_python's syncnet_v2.model (models/syncnet_v2.py)
     if any(k.startswith("face_encoder.") for k in ckpt["state_dict"]):
-        return "syncnet"
+        return SYNCNET_STAR_FAMILY
     return "mtdvocalist" if is_mtdvocalist_state(ckpt["state_dict"]) else "vocalist"
 
 

@@ -21,6 +21,10 @@ from torch import Tensor, nn
 from lipsync_fix.features.constants import FRAMES_PER_WINDOW
 from lipsync_fix.models.layers import Conv2dBlock, Dimensions
 
+SYNCNET_STAR_FAMILY = "syncnet-star"
+"""The family of the paper's SyncNet* baseline (lipsync-fix 0.2 called it ``syncnet``; see
+:data:`lipsync_fix.models.checkpoint.FAMILY_ALIASES`)."""
+
 
 @dataclass(frozen=True)
 class SyncNetDimensions(Dimensions):
@@ -88,7 +92,7 @@ class SyncNetStar(nn.Module):
     """(5 lip frames, 16 mel frames) -> cosine similarity in 0..1 (a probability, not a
     logit: train it with :func:`torch.nn.functional.binary_cross_entropy`)."""
 
-    family = "syncnet"
+    family = SYNCNET_STAR_FAMILY
     inputs = "wav2lip"  # 96x96 Wav2Lip crops (lower half read) + 80-band mel
     outputs_probability = True
     window_frames = FRAMES_PER_WINDOW

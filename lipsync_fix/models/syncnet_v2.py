@@ -95,7 +95,7 @@ def _head() -> nn.Sequential:
 class SyncNetV2(nn.Module):
     """SyncNet as in joonson/syncnet_python (``syncnet_v2.model``): distance of embeddings.
 
-    Input contract (``inputs = "syncnet"``; VocaLiST and SyncNet* have ``inputs =
+    Input contract (``inputs = "syncnet-v2"``; VocaLiST and SyncNet* have ``inputs =
     "wav2lip"``), which a front end must honour for the numbers to mean anything:
 
     * :meth:`encode_video` takes ``(B, 3, 5, 224, 224)`` float32: batch, channel, time,
@@ -114,7 +114,7 @@ class SyncNetV2(nn.Module):
     """
 
     family = SYNCNET_V2_FAMILY
-    inputs = "syncnet"
+    inputs = "syncnet-v2"
     window_frames = FRAMES_PER_WINDOW
     outputs_probability = False
 

@@ -11,7 +11,7 @@ encoder changes between the systems of the table:
   the first stage, 1xkxk convs after it), trained with the separator;
 * ``vocalist`` (Y-Net-mr-V): VocaLiST's ``vid_prenet``, frozen with weights from a sync
   checkpoint (PT) or trained end to end (E2E) from that initialisation;
-* ``syncnet`` (Y-Net-mr-S*): SyncNet*'s ``face_encoder`` over 5-frame stacks, frozen.
+* ``syncnet-star`` (Y-Net-mr-S*): SyncNet*'s ``face_encoder`` over 5-frame stacks, frozen.
 
 All encoders read what the sync models read (lower-half 48x96 BGR crops in 0..1 at
 25 fps) so the crops of the main job feed any of them. The STFT hop (160 samples at
@@ -31,21 +31,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lipsync_fix.errors import CheckpointError
-from lipsync_fix.models.checkpoint import build_model, check_state_dict, register_reader
+from lipsync_fix.models.checkpoint import (
+    build_model,
+    canonical_family,
+    check_state_dict,
+    register_reader,
+)
 from lipsync_fix.models.registry import load_model
+from lipsync_fix.models.syncnet_star import SYNCNET_STAR_FAMILY
 from lipsync_fix.models.vocalist import FRAMES_PER_WINDOW, Dimensions
 
 N_FFT = 512
 HOP = 160  # 10 ms; 4 STFT frames per 40 ms video frame
 N_BINS = N_FFT // 2  # the Nyquist bin is dropped so the U-Net halves the axis cleanly
 
-VISUAL_ENCODERS = ("mc18", "vocalist", "syncnet")
+VISUAL_ENCODERS = ("mc18", "vocalist", SYNCNET_STAR_FAMILY)
 
 SYSTEMS: dict[str, tuple[str, bool]] = {
     "ynet-mr": ("mc18", False),
     "ynet-mr-v-pt": ("vocalist", True),
     "ynet-mr-v-e2e": ("vocalist", False),
-    "ynet-mr-s-pt": ("syncnet", True),
+    "ynet-mr-s-pt": (SYNCNET_STAR_FAMILY, True),
 }
 """The paper's system names -> (visual encoder, frozen)."""
 
@@ -199,6 +205,7 @@ def build_visual_encoder(
     """
     if visual == "mc18":
         return MC18(dims.mc18_widths), None
+    visual = canonical_family(visual)
     if visual not in VISUAL_ENCODERS:
         raise CheckpointError(
             f"unknown visual encoder {visual!r}; use one of {', '.join(VISUAL_ENCODERS)}")

@@ -47,7 +47,7 @@ class SeparationConfig(RunConfig):
 
     data_root: str = ""
     out_dir: str = ""
-    visual: str = "mc18"  # mc18, vocalist or syncnet
+    visual: str = "mc18"  # mc18, vocalist or syncnet-star
     sync_checkpoint: str | None = None  # VocaLiST / SyncNet* weights for the encoder
     freeze: bool | None = None  # default: frozen when a sync checkpoint is given (PT)
     preset: str = "small"

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from lipsync_fix.compute import check_device_name
 from lipsync_fix.errors import UsageError
 from lipsync_fix.features.constants import FRAMES_PER_WINDOW
-from lipsync_fix.models.checkpoint import FAMILIES
+from lipsync_fix.models.checkpoint import FAMILIES, canonical_family
+from lipsync_fix.models.syncnet_star import SYNCNET_STAR_FAMILY
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -95,7 +96,7 @@ class TrainConfig(RunConfig):
     ``out_dir`` that holds a run already (without it, or ``resume``, that is refused: its
     checkpoint and metrics would be overwritten). ``init_from``: start from a checkpoint's
     weights (fine-tuning; its size overrides ``preset``) with a fresh optimiser.
-    ``model``: ``"vocalist"`` (BCE on logits) or ``"syncnet"`` (the SyncNet* baseline, BCE
+    ``model``: ``"vocalist"`` (BCE on logits) or ``"syncnet-star"`` (the SyncNet* baseline, BCE
     on its cosine similarity; 5-frame windows only).
     """
 
@@ -133,12 +134,13 @@ class TrainConfig(RunConfig):
     quiet: bool = False
 
     def __post_init__(self) -> None:
+        self.model = canonical_family(self.model)  # a config of 0.2 says "syncnet"
         if self.model not in FAMILIES:
             raise ValueError(f"unknown model {self.model!r}; choose from {sorted(FAMILIES)}")
         presets = FAMILIES[self.model][2]
         if self.preset not in presets:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(presets)}")
-        if self.model == "syncnet" and int(self.window_frames) != FRAMES_PER_WINDOW:
+        if self.model == SYNCNET_STAR_FAMILY and int(self.window_frames) != FRAMES_PER_WINDOW:
             raise ValueError(f"SyncNet* is trained on {FRAMES_PER_WINDOW}-frame windows only")
         try:
             check_device_name(self.device)

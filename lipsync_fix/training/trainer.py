@@ -50,6 +50,7 @@ from lipsync_fix.models.checkpoint import (
     save_checkpoint,
 )
 from lipsync_fix.models.layers import count_parameters
+from lipsync_fix.models.syncnet_star import SYNCNET_STAR_FAMILY
 from lipsync_fix.training.config import TrainConfig
 from lipsync_fix.training.distributed import (
     Dist,
@@ -228,7 +229,7 @@ class _Trainer:
         start_index = start_step * cfg.grad_accum * self.micro_batch
         loader = self._loader(train_ds, StreamSampler(start_index), self.micro_batch)
         origin = cfg.preset if ckpt is None and not cfg.init_from else "from checkpoint"
-        name = "SyncNet*" if cfg.model == "syncnet" else "VocaLiST"
+        name = "SyncNet*" if cfg.model == SYNCNET_STAR_FAMILY else "VocaLiST"
         self.log.say(
             f"training {count_parameters(model) / 1e6:.2f}M-param {name} ({origin}), "
             f"{cfg.window_frames}-frame windows, on "
