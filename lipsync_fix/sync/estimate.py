@@ -89,6 +89,7 @@ from lipsync_fix.sync.timeline import (
     TimelineOptions,
     delay_words,
     fit_offset_model,
+    measure_segment,
 )
 
 STOP_SIGMAS = 2.0
@@ -397,6 +398,11 @@ class SegmentScores:
     faces_seen: int
     cuts: tuple[int, ...] = ()  # frames (of the clip) where a new shot starts
 
+    @property
+    def focused(self) -> bool:
+        """Whether some in-range shift was left unscored (a focused search)."""
+        return bool(np.isnan(self.scores).any())
+
     def column_sums(self) -> tuple[np.ndarray, np.ndarray]:
         valid = (self.scores != OUT_OF_RANGE) & np.isfinite(self.scores)
         return (np.where(valid, self.scores, 0.0).sum(axis=0, dtype=np.float64),
@@ -471,7 +477,7 @@ class Evidence:
         """The offset over time (:mod:`lipsync_fix.sync.timeline`) from each segment's own
         curve, with the scene cuts found inside the scored segments."""
         shifts_ms = (np.arange(2 * self.max_shift + 1) - self.max_shift) * FRAME_MS
-        readings = []
+        readings, focused = [], []
         for segment in sorted(self.segments, key=lambda s: s.first_frame):
             if len(segment.rows) == 0:
                 continue
@@ -481,6 +487,15 @@ class Evidence:
                 segment.first_frame / VIDEO_FPS,
                 (segment.first_frame + segment.n_frames) / VIDEO_FPS,
                 shifts_ms, curve, len(segment.rows)))
+            focused.append(segment.focused)
+        # A segment scored on a window of shifts takes the typical peak width of those
+        # scored over the whole range (its own would make it look far surer than it is).
+        widths = [m.spread for r, f in zip(readings, focused, strict=True) if not f
+                  and (m := measure_segment(r)) is not None]
+        if widths and any(focused):
+            typical = float(np.median(widths))
+            readings = [replace(r, spread=typical) if f else r
+                        for r, f in zip(readings, focused, strict=True)]
         return fit_offset_model(readings, self.cuts_s, options, duration_s=duration_s)
 
     def stability(self, seed: int = 0) -> float:
@@ -811,6 +826,14 @@ def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
                              f"{_gap(before, after)} apart")
                 if target != "step":
                     target, break_s = "step", at
+    # A drift or a piecewise model has won only once the other is ruled out too: a line
+    # through noisy readings can look like a step, and steps like a line.
+    other = {"drift": "piecewise", "piecewise": "drift"}.get(model.kind)
+    if other is not None and timeline.model == "auto" and other in fit.rivals and \
+            fit.bic[other] < fit.bic[model.kind] + timeline.decisive_bic:
+        open_.append(f"a {other} not ruled out against the {model.kind} (criteria "
+                     f"{fit.bic[other]:.0f} and {fit.bic[model.kind]:.0f})")
+        target = "level"  # readings between the ones so far tell a line from steps
     return _Assessment(not open_, tuple(open_), target, break_s, fit, rivals)
 
 

@@ -83,6 +83,11 @@ class SegmentEvidence:
     scale) when the audio is taken ``shifts_ms[i]`` later than the video; ``windows`` is
     how many model windows that mean is over. Shifts must be increasing and evenly spaced
     as the score matrices' columns are; scores of shifts out of range may be ``nan``.
+
+    ``spread`` overrides the width the curve's own peak gives (see :func:`measure_segment`)
+    for a curve scored on a window of shifts around its peak only: the median of such a
+    curve is not the floor of the full one, so its peak would look several times sharper
+    (and its reading several times surer) than the same segment scored over the range.
     """
 
     start_s: float
@@ -90,6 +95,7 @@ class SegmentEvidence:
     shifts_ms: np.ndarray
     scores: np.ndarray
     windows: int
+    spread: float | None = None
 
     def __post_init__(self) -> None:
         shifts = np.asarray(self.shifts_ms, dtype=np.float64)
@@ -518,8 +524,11 @@ def measure_segment(evidence: SegmentEvidence) -> SegmentMeasure | None:
             delay = float(np.clip(-b / (2 * a), x1 - half_step, x1 + half_step))
             width_ms = float(min(math.sqrt(height / -a), 0.5 * range_ms))
     step = float(np.median(np.diff(shifts)))
-    return SegmentMeasure(evidence.start_s, evidence.end_s, delay,
-                          max(width_ms, 0.5 * step) / FRAME_MS, int(evidence.windows))
+    spread = max(width_ms, 0.5 * step) / FRAME_MS
+    if evidence.spread is not None:
+        spread = evidence.spread
+    return SegmentMeasure(evidence.start_s, evidence.end_s, delay, spread,
+                          int(evidence.windows))
 
 
 # ---------------------------------------------------------------------------------------
