@@ -14,6 +14,7 @@ import torch
 from lipsync_fix.features.constants import FRAME_MS, VIDEO_FPS
 from lipsync_fix.sync import SyncOptions
 from lipsync_fix.sync.estimate import (
+    RULE_OUT_SIGMAS,
     Evidence,
     SegmentScores,
     _assess,
@@ -128,7 +129,7 @@ def test_readings_over_the_whole_clip_that_pin_the_slope_down_settle_a_constant(
     assert assessment.fit is not None and assessment.fit.kind == "constant"
     line = assessment.fit.line
     assert line is not None
-    assert line.change_bound_ms(60.0, 2.0) < SyncOptions().timeline.rule_out_change_ms
+    assert line.change_bound_ms(60.0, RULE_OUT_SIGMAS) < SyncOptions().timeline.rule_out_change_ms
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

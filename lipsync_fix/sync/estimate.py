@@ -94,7 +94,15 @@ from lipsync_fix.sync.timeline import (
 
 STOP_SIGMAS = 2.0
 """Standard errors on each side of an estimate that its interval spans (about 95 %): what
-the stopping rule asks to lie within a frame, or to exclude a usable drift."""
+the stopping rule asks to lie within a frame (a delay) or within a usable drift's change
+over the clip (a drift's slope)."""
+
+RULE_OUT_SIGMAS = 1.0
+"""Standard errors added to the slope's magnitude before it is compared with a usable
+drift (half a frame over the clip) to rule a drift out. The usable drift is a quarter of
+the smallest the tool must catch (two frames over the clip), so a bound at one standard
+error keeps such a drift at least three standard errors from a ``constant``; two would
+make a 20 s clip of ordinary 15 ms readings unable to stop at all."""
 
 MIN_FOCUS_FRAMES = 3
 """The narrowest focused search: +-3 frames around the predicted offset."""
@@ -760,9 +768,10 @@ def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
     """The stopping rule: a test of the hypotheses the tool acts on.
 
     ``constant`` is settled when its delay is known within a frame (+-:data:`STOP_SIGMAS`
-    standard errors inside half a frame), the straight line's slope interval keeps its
-    change over the clip below :attr:`TimelineOptions.rule_out_change_ms` (a usable drift
-    is ruled out) and no step is supported. ``drift`` is settled when its slope is known to
+    standard errors inside half a frame), the straight line's slope interval
+    (:data:`RULE_OUT_SIGMAS`) keeps its change over the clip below
+    :attr:`TimelineOptions.rule_out_change_ms` (a usable drift is ruled out) and no step is
+    supported. ``drift`` is settled when its slope is known to
     that change over the clip and its delay within a frame; ``piecewise`` when each span's
     delay is known within a frame and each break lies between readings at most two
     segments apart (or at a scene cut). A stability test of the constant alone (the old
@@ -792,10 +801,10 @@ def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
             open_.append(f"the delay known only to +-{_pm(span.uncertainty_ms)} ms")
         line = fit.line
         if timeline.model == "auto":
-            if line is None or line.change_bound_ms(duration_s, STOP_SIGMAS) >= change_ms:
+            if line is None or line.change_bound_ms(duration_s, RULE_OUT_SIGMAS) >= change_ms:
                 slope = "unknown" if line is None else (
                     f"{line.slope_ms_per_min:+.0f} +- "
-                    f"{STOP_SIGMAS * line.slope_se_ms_per_min:.0f} ms/min")
+                    f"{RULE_OUT_SIGMAS * line.slope_se_ms_per_min:.0f} ms/min")
                 open_.append(f"a drift not ruled out (slope {slope}; {change_ms:.0f} ms over "
                              "the clip is usable)")
                 target = "slope"
