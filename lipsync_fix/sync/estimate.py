@@ -835,13 +835,13 @@ def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
                              f"{_gap(before, after)} apart")
                 if target != "step":
                     target, break_s = "step", at
-    # A drift or a piecewise model has won only once the other is ruled out too: a line
-    # through noisy readings can look like a step, and steps like a line.
-    other = {"drift": "piecewise", "piecewise": "drift"}.get(model.kind)
-    if other is not None and timeline.model == "auto" and other in fit.rivals and \
-            fit.bic[other] < fit.bic[model.kind] + timeline.decisive_bic:
-        open_.append(f"a {other} not ruled out against the {model.kind} (criteria "
-                     f"{fit.bic[other]:.0f} and {fit.bic[model.kind]:.0f})")
+    # A piecewise model has won only once a drift is ruled out too: a few noisy readings
+    # of a line look like a step. (Not the other way round: many steps can always follow
+    # a line about as well, which says nothing against it.)
+    if model.kind == "piecewise" and timeline.model == "auto" and "drift" in fit.rivals \
+            and fit.bic["drift"] < fit.bic["piecewise"] + timeline.decisive_bic:
+        open_.append(f"a drift not ruled out against the steps (criteria "
+                     f"{fit.bic['drift']:.0f} and {fit.bic['piecewise']:.0f})")
         target = "level"  # readings between the ones so far tell a line from steps
     return _Assessment(not open_, tuple(open_), target, break_s, fit, rivals)
 
