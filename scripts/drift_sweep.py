@@ -8,7 +8,8 @@ drifts 0, +-30, +-60, +-80, +-120 ms/min on 30 s, 60 s and 3 min clips, several 
 few scene clips (2-4 scenes). Each is estimated with ``demo-small`` by default and, unless
 ``--no-exhaustive``, with ``--exhaustive``. Per clip and mode: the model called, the slope
 error (drift) or scene errors, the windows and (window, shift) pairs scored against what
-was available, the wall time. Prints a markdown table, then a summary against the targets:
+was available, the wall time. Prints a markdown table (a row per clip and mode as it is
+measured), then a summary against the targets:
 
 * a drift whose change over the clip is at least 80 ms: called ``drift`` with its slope
   within 20 % (>= 95 %), and none of the misses a confident ``constant``;
@@ -156,10 +157,13 @@ def run(case: dict, model, options: SyncOptions, modes: list[str]) -> list[dict]
     return rows
 
 
+TABLE_HEAD = ("| clip | source | s | truth | mode | called | verdict | slope (err) | ok | "
+              "windows | pairs | wall s |\n" + "|" + "---|" * 12)
+
+
 def table(rows: list[dict]) -> str:
-    head = ("| clip | source | s | truth | mode | called | verdict | slope (err) | ok | "
-            "windows | pairs | wall s |")
-    lines = [head, "|" + "---|" * 12]
+    """The rows of the markdown table (without its head: rows are printed as they come)."""
+    lines = []
     for r in rows:
         truth = (f"{r['drift']:+.0f} ms/min" if r["kind"] != "scenes"
                  else "/".join(f"{d:.0f}" for d in r["scene_delays_ms"]) + " ms")
@@ -228,19 +232,20 @@ def main() -> int:
     options = SyncOptions(device=args.device)
     rows: list[dict] = []
     todo = cases(args.grid or "full", args.seeds)
+    print(TABLE_HEAD, flush=True)
     for i, case in enumerate(todo):
         modes = ["default"]
         if not args.no_exhaustive and case["seconds"] <= args.exhaustive_max_seconds:
             modes.append("exhaustive")
         got = run(case, model, options, modes)
         rows += got
+        print(table(got), flush=True)
         for r in got:
             print(f"[{i + 1}/{len(todo)}] {r['kind']} {r['source']} {r['seconds']:.0f} s "
                   f"{r['drift']:+.0f}: {r['mode']} {r['called']} {r['verdict']} "
                   f"{r['slope']:+.1f} ok={r['ok']} windows {r['windows']}/"
                   f"{r['windows_available']} {r['seconds_taken']:.0f} s {r['notes']}",
                   file=sys.stderr, flush=True)
-    print(table(rows))
     print()
     print(summary(rows))
     return 0

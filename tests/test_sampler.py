@@ -181,7 +181,7 @@ def test_the_cap_reached_with_a_drift_open_is_uncertain_naming_it():
     assert len(evidence.segments) == 10
     assert note is not None and "--max-segments 10" in note and "drift" in note
     counters = {"frames": 25 * 10, "face_frames": 25 * 10, "faces": 1,
-                "scored": evidence.usable_windows, "pairs": pairs, "widened": 0}
+                "scored": evidence.usable_windows, "pairs": pairs}
     estimate = _conclude("clip.mp4", reader, evidence, counters, opts, n_rows,
                          torch.nn.Identity(), ScoreOptions(max_shift=S), note)
     assert estimate.verdict == "uncertain"

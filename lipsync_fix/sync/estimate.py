@@ -15,9 +15,9 @@ on a laptop CPU, which makes an hour of video take hours. The default therefore 
 segments in rounds and stops on evidence, not on stability: after each round the offset
 over time is fitted (:mod:`lipsync_fix.sync.timeline`) and the sampler stops when the
 hypotheses the tool acts on are settled (:func:`_assess`). A ``constant`` needs its delay
-known within a frame, the slope's interval (two standard errors, from the timeline's own
-noise model) to exclude a usable drift (:attr:`TimelineOptions.rule_out_change_ms` over the
-clip) and no step supported; a ``drift`` or ``piecewise`` model that won needs its
+known within a frame, the slope's interval (from the timeline's own noise model) to
+exclude a usable drift (:attr:`TimelineOptions.rule_out_change_ms` over the clip) and no
+step supported; a ``drift`` or ``piecewise`` model that won needs its
 parameters known to the same precision. Until then each round places its segments where
 they shrink what is open most (:func:`_place`): the clip's ends for a slope, both sides of
 a suspected break for a step, spread over the clip (a low-discrepancy order, silent
@@ -124,7 +124,6 @@ MAX_DELAY_LIMIT_MS = 5000.0
 """The widest search range allowed: every extra frame of range costs a column of scores."""
 
 BOOTSTRAP_RESAMPLES = 200
-SETTLED_SHARE = 0.95  # bootstrap share within one frame that counts as settled
 UNSTABLE_SHARE = 0.8  # below this the evidence does not settle on one offset
 
 MAX_THUMBNAIL_PX = 256
@@ -594,8 +593,7 @@ def estimate_sync(
     score_opts = ScoreOptions(max_shift=s, edge_rule="strict", device=device,
                               autocast=autocast_dtype(device, opts.precision)).for_device()
     evidence = Evidence(s, max(1, per_segment // 2))
-    counters = {"frames": 0, "face_frames": 0, "faces": 0, "scored": 0, "pairs": 0,
-                "widened": 0}
+    counters = {"frames": 0, "face_frames": 0, "faces": 0, "scored": 0, "pairs": 0}
     thumbnail: list[str] = []
 
     def score(segment: Segment, first_row: int, count: int,
@@ -631,7 +629,6 @@ def estimate_sync(
                                       video_cache=cache)
                     scores = np.where(np.isnan(scores), more, scores)
                     counters["pairs"] += scored_pairs(more)
-                    counters["widened"] += 1
             counters["scored"] += len(use)
             if opts.thumbnail_px and not thumbnail:
                 middle = int(use[len(use) // 2]) - segment.first + t // 2
@@ -639,7 +636,7 @@ def estimate_sync(
         evidence.add(SegmentScores(segment.first, segment.n_frames, use, scores,
                                    int(has.sum()), segment.faces_seen, segment.cuts))
 
-    if opts.exhaustive:  # (the sampled estimate below)
+    if opts.exhaustive:
         starts = segment_starts(n_rows, per_segment, partial=True)
         segments = reader.segments_in_order(starts, per_segment + t - 1)
         for first, segment in zip(starts, segments, strict=True):
