@@ -769,7 +769,8 @@ def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
     (:data:`RULE_OUT_SIGMAS`) keeps its change over the clip below
     :attr:`TimelineOptions.rule_out_change_ms` (a usable drift is ruled out) and no step is
     supported. ``drift`` is settled when its slope is known to
-    that change over the clip and its delay within a frame; ``piecewise`` when each span's
+    that change over the clip (the same interval) and its delay within a frame at both
+    ends of the clip (what the fix's resampling is then off by); ``piecewise`` when each span's
     delay is known within a frame and each break lies between readings at most two
     segments apart (or at a scene cut). A stability test of the constant alone (the old
     rule) stops on ten loose readings of a 60 s clip whose slope is still +-45 ms/min.
@@ -811,12 +812,17 @@ def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
                 target = "step"
     elif model.kind == "drift":
         slope_se = model.drift_uncertainty_ms_per_min
-        if slope_se is None or STOP_SIGMAS * slope_se * duration_s / 60.0 > change_ms:
-            open_.append(f"the drift's slope known only to +-{_pm(slope_se, STOP_SIGMAS)} "
-                         "ms/min")
+        if slope_se is None or RULE_OUT_SIGMAS * slope_se * duration_s / 60.0 > change_ms:
+            open_.append(f"the drift's slope known only to "
+                         f"+-{_pm(slope_se, RULE_OUT_SIGMAS)} ms/min")
             target = "slope"
-        if loose(span.uncertainty_ms):
-            open_.append(f"the drift's start known only to +-{_pm(span.uncertainty_ms)} ms")
+        line = fit.line
+        worst_se = None if line is None else max(line.delay_se_at(model.start_s),
+                                                 line.delay_se_at(model.end_s))
+        if loose(worst_se):
+            open_.append(f"the drift's delay at the clip's ends known only to "
+                         f"+-{_pm(worst_se)} ms")
+            target = "slope"
     else:
         for part in model.spans:
             if loose(part.uncertainty_ms):
