@@ -169,6 +169,19 @@ def test_a_constant_clip_stops_early_as_constant():
     assert len(evidence.segments) < opts.max_segments
 
 
+def test_a_drift_is_confirmed_by_a_second_round_before_the_sampler_stops():
+    rng = np.random.default_rng(8)
+    evidence = Evidence(S, PER_SEGMENT // 2)
+    n_rows = 60 * 25 - T
+    for first in range(0, n_rows - PER_SEGMENT, 2 * PER_SEGMENT):
+        evidence.add(synthetic_scores(first, n_rows, 40.0 + 120.0 * first / n_rows
+                                      + 2.0 * rng.standard_normal(), rng=rng))
+    first_time = _assess(evidence, SyncOptions(), 60.0, 1.0)
+    assert first_time.fit is not None and first_time.fit.kind == "drift"
+    assert not first_time.settled and "confirmed" in first_time.open[0]
+    assert _assess(evidence, SyncOptions(), 60.0, 1.0, previous_kind="drift").settled
+
+
 def test_segments_placed_for_a_slope_go_to_the_clips_ends():
     """After the first round leaves a drift open, the next round reads the ends."""
     _, _, _, reader, _, n_rows = run_sampler(60.0, lambda t: 120.0, 40.0, max_segments=10)

@@ -697,7 +697,8 @@ def _sample(reader, evidence, score, opts: SyncOptions, n_rows: int, per_segment
         plan.take(firsts)
         if progress:
             progress("segments", len(plan.taken), plan.budget)
-        assessment = _assess(evidence, opts, reader.duration_s, per_segment / VIDEO_FPS)
+        assessment = _assess(evidence, opts, reader.duration_s, per_segment / VIDEO_FPS,
+                             assessment.fit.kind if assessment.fit is not None else None)
         if assessment.settled:
             return None
     if not plan.remaining():
@@ -761,7 +762,7 @@ class _Assessment:
 
 
 def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
-            segment_s: float) -> _Assessment:
+            segment_s: float, previous_kind: str | None = None) -> _Assessment:
     """The stopping rule: a test of the hypotheses the tool acts on.
 
     ``constant`` is settled when its delay is known within a frame (+-:data:`STOP_SIGMAS`
@@ -772,7 +773,10 @@ def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
     that change over the clip (the same interval) and its delay within a frame at both
     ends of the clip (what the fix's resampling is then off by); ``piecewise`` when each span's
     delay is known within a frame and each break lies between readings at most two
-    segments apart (or at a scene cut). A stability test of the constant alone (the old
+    segments apart (or at a scene cut). A ``drift`` or ``piecewise`` model also needs to
+    have won the round before (``previous_kind``): a model the readings of one round
+    suggest is confirmed by the next round, placed to test it (six readings of a constant
+    can make a decisive-looking slope). A stability test of the constant alone (the old
     rule) stops on ten loose readings of a 60 s clip whose slope is still +-45 ms/min.
     """
     if evidence.usable_windows < opts.min_usable_windows or len(evidence.votes()) < 2:
@@ -846,6 +850,12 @@ def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
         open_.append(f"a drift not ruled out against the steps (criteria "
                      f"{fit.bic['drift']:.0f} and {fit.bic['piecewise']:.0f})")
         target = "level"  # readings between the ones so far tell a line from steps
+    if not open_ and model.kind != "constant" and previous_kind != model.kind:
+        open_.append(f"the {model.kind} not yet confirmed by a second round")
+        if model.kind == "drift":
+            target = "slope"
+        else:
+            target, break_s = "step", model.breaks[0]
     return _Assessment(not open_, tuple(open_), target, break_s, fit, rivals)
 
 
