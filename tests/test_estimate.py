@@ -87,6 +87,9 @@ def test_sampled_estimate_stops_early_and_agrees_with_exhaustive(long_clip, demo
         assert abs(estimate.audio_delay_ms - 160.0) <= 40.0, estimate.describe()
         assert estimate.verdict == "out_of_sync" and not estimate.notes
     assert abs(fast.audio_delay_ms - full.audio_delay_ms) <= 40.0
+    # focused shifts: fewer pairs per window than the full search, the same offset
+    assert fast.pairs_available == full.pairs_available >= full.pairs_scored
+    assert fast.pairs_scored / fast.windows_scored < 0.8 * full.pairs_scored / full.windows_scored
     times = [r.time_s for r in fast.offsets_over_time]
     assert times == sorted(times) and times[0] < 5.0 and times[-1] > 15.0  # whole clip
     assert CONTRACT <= set(fast.to_json())

@@ -52,7 +52,7 @@ estimates = st.builds(
     offset_model=offset_models(),
     scores=st.lists(st.builds(CandidateScore, finite, finite), max_size=5),
     offsets_over_time=st.lists(st.builds(SegmentReading, finite, finite), max_size=5),
-    windows_scored=counts, windows_available=counts, pairs_scored=counts,
+    windows_scored=counts, windows_available=counts, pairs_scored=counts, pairs_available=counts,
     model=st.none() | st.builds(ModelIdentity, st.text(max_size=8),
                                 st.none() | st.sampled_from(["vocalist", "syncnet-v2"]),
                                 st.text("0123456789abcdef", min_size=12, max_size=12),
@@ -77,7 +77,7 @@ def _record() -> dict:
         verdict="out_of_sync", face_coverage=1.0, windows_used=800, faces_seen=1,
         offset_model=model, scores=(CandidateScore(-40.0, 0.1), CandidateScore(0.0, 0.3)),
         offsets_over_time=(SegmentReading(0.5, -120.0),), windows_scored=800,
-        windows_available=980, pairs_scored=800 * 31,
+        windows_available=980, pairs_scored=800 * 31, pairs_available=980 * 31,
         model=ModelIdentity("demo-small", "vocalist", "9602554e3c1e", "x.pth"),
     ).to_json() | {"output": "fixed.mp4"}
 

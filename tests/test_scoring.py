@@ -12,8 +12,14 @@ from lipsync_fix.sync.offsets import best_shifts, context_average
 from lipsync_fix.sync.scoring import (
     OUT_OF_RANGE,
     ScoreOptions,
+    VideoCache,
+    clip_source,
     num_windows,
+    pairs_in_range,
     score_matrix,
+    score_rows,
+    scored_pairs,
+    shift_mask,
     valid_columns,
 )
 
@@ -107,3 +113,37 @@ def test_context_average_for_longer_model_windows():
     np.testing.assert_array_equal(context_average(dists, 10, window_frames=10), dists)
     with pytest.raises(ValueError):
         context_average(dists, 9, window_frames=10)
+
+
+@pytest.mark.parametrize("edge_rule", ["strict", "reference"])
+def test_a_subset_of_shifts_scores_those_cells_as_the_whole_matrix_does(tiny_clip, edge_rule):
+    """Focused search: the asked shifts equal the full matrix's, the other in-range cells
+    are NOT_SCORED, out-of-range cells stay OUT_OF_RANGE; widening later with a video
+    cache fills the rest with the same numbers."""
+    model, frames, mel, n = tiny_clip
+    opts = ScoreOptions(max_shift=6, edge_rule=edge_rule, row_block=9, pair_batch=13)
+    source = clip_source(frames, mel, n)
+    rows = np.arange(source.n_rows)
+    full = score_rows(model, source, rows, opts)
+    cache = VideoCache()
+    focus = score_rows(model, source, rows, opts, shifts=range(1, 4), video_cache=cache)
+    asked = shift_mask(range(1, 4), 6)
+    assert asked.sum() == 3
+    in_range = full != OUT_OF_RANGE
+    np.testing.assert_array_equal(focus == OUT_OF_RANGE, ~in_range)
+    assert np.isnan(focus[in_range & ~asked[None, :]]).all()
+    assert np.abs(focus[:, asked] - full[:, asked]).max() < 1e-5
+    assert scored_pairs(focus) == int((in_range & asked[None, :]).sum()) < scored_pairs(full)
+    encoded = len(cache.tokens)
+    rest = score_rows(model, source, rows, opts, shifts=[c for c in range(-6, 7)
+                                                         if not 1 <= c <= 3],
+                      video_cache=cache)
+    assert len(cache.tokens) == encoded == len(rows)  # no video window encoded twice
+    merged = np.where(np.isnan(focus), rest, focus)
+    assert np.abs(merged - full).max() < 1e-5
+
+
+def test_pairs_in_range_counts_what_a_full_matrix_scores(tiny_clip):
+    for n_rows, s in ((55, 6), (10, 15), (1, 3)):
+        assert pairs_in_range(n_rows, s) == int(
+            valid_columns(np.arange(n_rows), n_rows, s, "strict").sum())

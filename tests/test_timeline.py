@@ -305,3 +305,40 @@ def test_evidence_from_scores_averages_usable_rows_per_segment():
     assert len(evidence_from_scores(scores[:44], used[:44], 10)) == 3
     assert math.isclose(evidence_from_scores(scores[:44], used[:44], 10)[-1].end_s,
                         (43 + 5) / 25)
+
+
+def test_a_constant_fit_still_carries_the_line_and_its_slope_error():
+    """Whichever model wins, the fit has the weighted line with a standard error that
+    shrinks as readings are added over the clip, and every rival with its uncertainty."""
+    rng = np.random.default_rng(170)
+    few = fit_offset_model(make_evidence(rng, 60.0, lambda t: 100.0, segment_s=6.0),
+                           duration_s=60.0)
+    many = fit_offset_model(make_evidence(rng, 60.0, lambda t: 100.0), duration_s=60.0)
+    for fit in (few, many):
+        assert fit.kind == "constant" and fit.line is not None
+        assert abs(fit.line.slope_ms_per_min) < 3 * fit.line.slope_se_ms_per_min + 1.0
+        assert fit.line.delay_at(30.0) == pytest.approx(100.0, abs=15.0)
+        assert set(fit.rivals) >= {"constant", "drift"}
+        assert fit.rivals["drift"].drift_uncertainty_ms_per_min == pytest.approx(
+            fit.line.slope_se_ms_per_min)
+        assert fit.rivals["constant"].spans[0].uncertainty_ms is not None
+        assert not fit.step_supported
+    assert many.line.slope_se_ms_per_min < 0.6 * few.line.slope_se_ms_per_min
+    # the bound on the change over the clip that the sampler compares with a usable drift
+    bound = many.line.change_bound_ms(60.0, 1.0)
+    assert bound == pytest.approx(abs(many.line.slope_ms_per_min)
+                                  + many.line.slope_se_ms_per_min)
+    assert TimelineOptions().rule_out_change_ms == pytest.approx(20.0)
+
+
+def test_a_focused_curve_keeps_the_spread_it_is_given():
+    """A curve scored on a few shifts around its peak has a median near the peak: its own
+    width would make it look sure; the spread given instead is the one used."""
+    curve = np.exp(-0.5 * ((SHIFTS - 80.0) / 60.0) ** 2)
+    window = np.where(np.abs(SHIFTS - 80.0) <= 120.0, curve, np.nan)
+    full = measure_segment(SegmentEvidence(0, 1, SHIFTS, curve, 21))
+    focused = measure_segment(SegmentEvidence(0, 1, SHIFTS, window, 21))
+    assert focused.audio_delay_ms == pytest.approx(full.audio_delay_ms)
+    assert focused.spread < 0.8 * full.spread  # why the override exists
+    given = measure_segment(SegmentEvidence(0, 1, SHIFTS, window, 21, spread=full.spread))
+    assert given.spread == full.spread

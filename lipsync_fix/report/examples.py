@@ -77,6 +77,7 @@ def example_estimate(index: int, seed: int = 0, max_delay_ms: float = 600.0,
         offsets_over_time=tuple(SegmentReading(round(float(t), 2), float(r))
                                 for t, r in zip(times, readings, strict=True)),
         windows_scored=int(21 * len(times)), windows_available=int(duration * 25),
-        pairs_scored=int(21 * len(times) * len(shifts)), model=EXAMPLE_MODEL,
+        pairs_scored=int(21 * len(times) * len(shifts)),
+        pairs_available=int(duration * 25 * len(shifts)), model=EXAMPLE_MODEL,
         precision="fp32",
         notes=("only 3 of 9 segments agree within one frame",) if uncertain else ())

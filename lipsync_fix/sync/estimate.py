@@ -12,13 +12,27 @@ estimate.
 
 **Sampling.** Scoring every window costs the 80M-parameter model about 0.2-0.3 s per window
 on a laptop CPU, which makes an hour of video take hours. The default therefore scores
-segments spread over the whole clip (a low-discrepancy order, silent stretches last), in
-rounds, and stops once the estimate is settled: the clip's best shift has not moved by more
-than one frame since the previous round and at least 95 % of bootstrap resamples of the
-segments put it within one frame of there; ``max_segments`` bounds the work on huge
-files. Segments are decoded after a seek, so what is not scored is not decoded either.
-``exhaustive`` scores every window of the clip from one pass of the decoder, as the
-reference does.
+segments in rounds and stops on evidence, not on stability: after each round the offset
+over time is fitted (:mod:`lipsync_fix.sync.timeline`) and the sampler stops when the
+hypotheses the tool acts on are settled (:func:`_assess`). A ``constant`` needs its delay
+known within a frame, the slope's interval (from the timeline's own noise model) to
+exclude a usable drift (:attr:`TimelineOptions.rule_out_change_ms` over the clip) and no
+step supported; a ``drift`` or ``piecewise`` model that won needs its
+parameters known to the same precision. Until then each round places its segments where
+they shrink what is open most (:func:`_place`): the clip's ends for a slope, both sides of
+a suspected break for a step, spread over the clip (a low-discrepancy order, silent
+stretches last) otherwise. ``max_segments`` caps the work; reaching it with something
+still open makes the verdict ``uncertain`` with a note naming it. Segments are decoded
+after a seek, so what is not scored is not decoded either. ``exhaustive`` scores every
+window of the clip against every shift from one pass of the decoder, as the reference
+does.
+
+**Focused shifts.** Once the fit predicts a segment's offset within a few frames (every
+rival model the evidence has not ruled out included), only the shifts within ``k`` frames
+of the prediction are scored (``k`` from the prediction's uncertainty, at least
+:data:`MIN_FOCUS_FRAMES`); a segment whose peak lands at the edge of that window is
+scored again over the full range, its video windows encoded once. ``pairs_scored`` counts
+the (window, shift) pairs scored, ``pairs_available`` what scoring everything costs.
 
 **Evidence.** The verdict is ``uncertain`` (and ``fix`` acts only when asked to) unless
 there are at least ``min_usable_windows`` windows with a face and a voice, the peak is not
@@ -61,9 +75,12 @@ from lipsync_fix.sync.frontend import ClipReader, Progress, Segment, open_reader
 from lipsync_fix.sync.scoring import (
     OUT_OF_RANGE,
     ScoreOptions,
+    VideoCache,
     WindowSource,
     num_windows,
+    pairs_in_range,
     score_rows,
+    scored_pairs,
 )
 from lipsync_fix.sync.timeline import (
     OffsetFit,
@@ -72,10 +89,33 @@ from lipsync_fix.sync.timeline import (
     TimelineOptions,
     delay_words,
     fit_offset_model,
+    measure_segment,
 )
 
-TIMELINE_BUDGET_FACTOR = 2
-"""An offset that seems to change over time may take this many times ``max_segments``."""
+STOP_SIGMAS = 2.0
+"""Standard errors on each side of an estimate that its interval spans (about 95 %): what
+the stopping rule asks to lie within a frame (a delay) or within a usable drift's change
+over the clip (a drift's slope)."""
+
+RULE_OUT_SIGMAS = 1.0
+"""Standard errors added to the slope's magnitude before it is compared with a usable
+drift (half a frame over the clip) to rule a drift out. The usable drift is a quarter of
+the smallest the tool must catch (two frames over the clip), so a bound at one standard
+error keeps such a drift at least three standard errors from a ``constant``; two would
+make a 20 s clip of ordinary 15 ms readings unable to stop at all."""
+
+MIN_FOCUS_FRAMES = 3
+"""The narrowest focused search: +-3 frames around the predicted offset."""
+
+FOCUS_SIGMAS = 3.0
+"""A focused window spans the prediction +- this many standard errors of a reading."""
+
+MAX_FOCUS_SHARE = 0.6
+"""A focused window wider than this share of the range is not worth it: score them all."""
+
+ENDS_SHARE = 0.75
+"""Share of a round's segments placed where they shrink what is open (the clip's ends,
+beside a break); the rest keep covering the clip, so a step elsewhere is still seen."""
 
 MAX_CONTEXT_FRAMES = 250
 """10 s: a longer averaging context would blur offsets that change within a clip."""
@@ -84,7 +124,6 @@ MAX_DELAY_LIMIT_MS = 5000.0
 """The widest search range allowed: every extra frame of range costs a column of scores."""
 
 BOOTSTRAP_RESAMPLES = 200
-SETTLED_SHARE = 0.95  # bootstrap share within one frame that counts as settled
 UNSTABLE_SHARE = 0.8  # below this the evidence does not settle on one offset
 
 MAX_THUMBNAIL_PX = 256
@@ -106,7 +145,7 @@ class SyncOptions:
     device: str = "auto"  # the GPU when there is one
     precision: str = "auto"  # auto (bf16 where native), fp32 or bf16
     exhaustive: bool = False  # score every window instead of sampling segments
-    max_segments: int = 32  # segments a sampled estimate decodes (twice if the offset moves)
+    max_segments: int = 32  # the most segments a sampled estimate decodes
     first_round: int = 6  # segments before the first check of the stopping rule
     round_size: int = 4  # segments added per further round
     min_voice_rms: float = 0.005  # a window quieter than this holds no voice
@@ -115,6 +154,7 @@ class SyncOptions:
     in_sync_ms: float = FRAME_MS  # |delay| up to one frame counts as in sync
     timeline: TimelineOptions = field(default_factory=TimelineOptions)  # offset over time
     thumbnail_px: int = 0  # keep a JPEG of one scored crop, this long (0: none)
+    focus_shifts: bool = True  # score only shifts near the predicted offset once it is known
 
     def __post_init__(self) -> None:
         if not (FRAMES_PER_WINDOW <= int(self.context_frames) <= MAX_CONTEXT_FRAMES):
@@ -246,6 +286,7 @@ class SyncEstimate:
     windows_scored: int = 0
     windows_available: int = 0
     pairs_scored: int = 0
+    pairs_available: int = 0
     model: ModelIdentity | None = None
     precision: str = "fp32"
     notes: tuple[str, ...] = ()
@@ -274,6 +315,7 @@ class SyncEstimate:
             "windows_scored": self.windows_scored,
             "windows_available": self.windows_available,
             "pairs_scored": self.pairs_scored,
+            "pairs_available": self.pairs_available,
             "model": None if self.model is None else self.model.to_json(),
             "precision": self.precision, "notes": list(self.notes),
         } | ({} if self.face_thumbnail is None else {"face_thumbnail": self.face_thumbnail})
@@ -312,6 +354,7 @@ class SyncEstimate:
             windows_scored=count(record, "windows_scored", where),
             windows_available=count(record, "windows_available", where),
             pairs_scored=count(record, "pairs_scored", where),
+            pairs_available=count(record, "pairs_available", where),
             model=None if model is None else ModelIdentity.from_json(model, f"{where}: model"),
             precision=records.text(record, "precision", where, choices=PRECISION_NAMES),
             notes=records.strings(record, "notes", where),
@@ -352,7 +395,7 @@ class SyncEstimate:
 @dataclass
 class SegmentScores:
     """The scored windows of one segment (strict edge rule: out-of-clip columns hold
-    :data:`OUT_OF_RANGE`)."""
+    :data:`OUT_OF_RANGE`, shifts a focused search left out :data:`NOT_SCORED`)."""
 
     first_frame: int
     n_frames: int
@@ -362,8 +405,13 @@ class SegmentScores:
     faces_seen: int
     cuts: tuple[int, ...] = ()  # frames (of the clip) where a new shot starts
 
+    @property
+    def focused(self) -> bool:
+        """Whether some in-range shift was left unscored (a focused search)."""
+        return bool(np.isnan(self.scores).any())
+
     def column_sums(self) -> tuple[np.ndarray, np.ndarray]:
-        valid = self.scores != OUT_OF_RANGE
+        valid = (self.scores != OUT_OF_RANGE) & np.isfinite(self.scores)
         return (np.where(valid, self.scores, 0.0).sum(axis=0, dtype=np.float64),
                 valid.sum(axis=0))
 
@@ -427,11 +475,16 @@ class Evidence:
                 out.append((segment, int(np.argmax(curve)) - self.max_shift))
         return out
 
+    @property
+    def cuts_s(self) -> list[float]:
+        """Scene cuts (s) found inside the scored segments."""
+        return sorted({c / VIDEO_FPS for s in self.segments for c in s.cuts})
+
     def fit_offset(self, options: TimelineOptions, duration_s: float) -> OffsetFit:
         """The offset over time (:mod:`lipsync_fix.sync.timeline`) from each segment's own
         curve, with the scene cuts found inside the scored segments."""
         shifts_ms = (np.arange(2 * self.max_shift + 1) - self.max_shift) * FRAME_MS
-        readings = []
+        readings, focused = [], []
         for segment in sorted(self.segments, key=lambda s: s.first_frame):
             if len(segment.rows) == 0:
                 continue
@@ -441,8 +494,16 @@ class Evidence:
                 segment.first_frame / VIDEO_FPS,
                 (segment.first_frame + segment.n_frames) / VIDEO_FPS,
                 shifts_ms, curve, len(segment.rows)))
-        cuts = sorted({c / VIDEO_FPS for s in self.segments for c in s.cuts})
-        return fit_offset_model(readings, cuts, options, duration_s=duration_s)
+            focused.append(segment.focused)
+        # A segment scored on a window of shifts takes the typical peak width of those
+        # scored over the whole range (its own would make it look far surer than it is).
+        widths = [m.spread for r, f in zip(readings, focused, strict=True) if not f
+                  and (m := measure_segment(r)) is not None]
+        if widths and any(focused):
+            typical = float(np.median(widths))
+            readings = [replace(r, spread=typical) if f else r
+                        for r, f in zip(readings, focused, strict=True)]
+        return fit_offset_model(readings, self.cuts_s, options, duration_s=duration_s)
 
     def stability(self, seed: int = 0) -> float:
         """Share of bootstrap resamples of the segments whose clip curve peaks within one
@@ -535,7 +596,8 @@ def estimate_sync(
     counters = {"frames": 0, "face_frames": 0, "faces": 0, "scored": 0, "pairs": 0}
     thumbnail: list[str] = []
 
-    def score(segment: Segment, first_row: int, count: int) -> None:
+    def score(segment: Segment, first_row: int, count: int,
+              shifts: range | None = None) -> None:
         rows = np.arange(first_row, min(n_rows, first_row + count))
         has = segment.has_face
         n = min(len(rows), max(0, len(has) - t + 1))
@@ -554,10 +616,20 @@ def estimate_sync(
             source = WindowSource(recipe, segment.crops, features, n_rows,
                                   frame_offset=segment.first,
                                   audio_offset=a // recipe.audio_hop)
+            cache = VideoCache() if shifts is not None else None
             with torch.inference_mode():
-                scores = score_rows(model, source, use, score_opts)
+                scores = score_rows(model, source, use, score_opts, shifts=shifts,
+                                    video_cache=cache)
+                counters["pairs"] += scored_pairs(scores)
+                if shifts is not None and _peak_at_focus_edge(scores, shifts, s):
+                    # the offset is not where the fit said: read this segment over the
+                    # whole range (its video windows are in the cache)
+                    rest = [c for c in range(-s, s + 1) if c not in shifts]
+                    more = score_rows(model, source, use, score_opts, shifts=rest,
+                                      video_cache=cache)
+                    scores = np.where(np.isnan(scores), more, scores)
+                    counters["pairs"] += scored_pairs(more)
             counters["scored"] += len(use)
-            counters["pairs"] += int((scores != OUT_OF_RANGE).sum())
             if opts.thumbnail_px and not thumbnail:
                 middle = int(use[len(use) // 2]) - segment.first + t // 2
                 thumbnail.append(thumbnail_uri(segment.crops[middle], opts.thumbnail_px))
@@ -571,8 +643,9 @@ def estimate_sync(
             score(segment, first, per_segment)
             if progress:
                 progress("windows", min(n_rows, first + per_segment), n_rows)
-    else:
-        _sample(reader, evidence, score, opts, n_rows, per_segment, t,
+    open_note = None
+    if not opts.exhaustive:
+        open_note = _sample(reader, evidence, score, opts, n_rows, per_segment, t,
                             voiced, progress)
 
     if evidence.usable_windows == 0:
@@ -580,7 +653,8 @@ def estimate_sync(
             f"{path}: no stretch of the clip has both a face and a voice "
             f"({counters['frames'] / VIDEO_FPS:.0f} s examined); give the face's position "
             "with --face-box x,y,w,h if it is there")
-    estimate = _conclude(path, reader, evidence, counters, opts, n_rows, model, score_opts)
+    estimate = _conclude(path, reader, evidence, counters, opts, n_rows, model, score_opts,
+                         open_note)
     return replace(estimate, face_thumbnail=thumbnail[0]) if thumbnail else estimate
 
 
@@ -600,38 +674,291 @@ def thumbnail_uri(crop_bgr: np.ndarray, longest_side: int) -> str:
 
 
 def _sample(reader, evidence, score, opts: SyncOptions, n_rows: int, per_segment: int,
-            t: int, voiced: np.ndarray, progress) -> None:
-    """Score segments in rounds until the estimate is settled."""
-    order = sampling_order(n_rows, per_segment, voiced)
-    budget = min(opts.max_segments, len(order))
-    done, previous, stability = 0, None, 0.0
-    while done < budget:
-        take = opts.first_round if done == 0 else opts.round_size
-        firsts = order[done : min(budget, done + take)]
-        for first, segment in zip(firsts, reader.segments(firsts, per_segment + t - 1),
-                                  strict=True):
-            score(segment, first, per_segment)
-        done = min(budget, done + take)
-        if progress:
-            progress("segments", done, budget)
-        if evidence.usable_windows < opts.min_usable_windows or len(evidence.votes()) < 2:
-            continue
-        best, _ = evidence.best()
-        stability = evidence.stability()
-        constant = _timeline_settled(evidence, opts.timeline, reader.duration_s)
-        if previous is not None and abs(best - previous) <= 1 and stability >= SETTLED_SHARE \
-                and constant:
+            t: int, voiced: np.ndarray, progress) -> str | None:
+    """Score segments in rounds until :func:`_assess` finds the hypotheses settled, each
+    round placed by :func:`_place` and read in one batch (the reader decodes the next
+    segments while this one is scored). Returns the note saying what stayed open when
+    ``max_segments`` stopped it first (None when it stopped on evidence, or when every
+    segment was scored: that is the exhaustive estimate's evidence)."""
+    plan = _Plan.of(sampling_order(n_rows, per_segment, voiced), n_rows, per_segment,
+                    spoken_segments(n_rows, per_segment, voiced), opts.max_segments)
+    assessment = _Assessment.first()
+    while len(plan.taken) < plan.budget:
+        take = opts.first_round if not plan.taken else opts.round_size
+        firsts = _place(plan, assessment, min(take, plan.budget - len(plan.taken)))
+        if not firsts:
             break
-        if not constant:  # a slope needs more points than a level to be read as well
-            budget = min(TIMELINE_BUDGET_FACTOR * opts.max_segments, len(order))
-        previous = best
+        focus = [_focus(assessment, opts, (first + per_segment / 2) / VIDEO_FPS)
+                 for first in firsts]
+        for first, shifts, segment in zip(firsts, focus,
+                                          reader.segments(firsts, per_segment + t - 1),
+                                          strict=True):
+            score(segment, first, per_segment, shifts)
+        plan.take(firsts)
+        if progress:
+            progress("segments", len(plan.taken), plan.budget)
+        assessment = _assess(evidence, opts, reader.duration_s, per_segment / VIDEO_FPS,
+                             assessment.fit.kind if assessment.fit is not None else None)
+        if assessment.settled:
+            return None
+    if not plan.remaining():
+        return None
+    return (f"stopped at --max-segments {opts.max_segments} with "
+            f"{'; '.join(assessment.open)} (score more segments, or --exhaustive)")
+
+
+def spoken_segments(n_rows: int, per_segment: int, voiced: np.ndarray) -> set[int]:
+    """First windows of the segments a quarter of whose windows hold a voice."""
+    return {a for a in segment_starts(n_rows, per_segment, partial=False)
+            if voiced[a : a + per_segment].mean() >= 0.25}
+
+
+@dataclass
+class _Plan:
+    """What the sampler may still read: every segment in the spread order (voiced ones
+    first), those taken so far, and the cap."""
+
+    order: list[int]
+    spoken: set[int]
+    per_segment: int
+    n_rows: int
+    budget: int
+    taken: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, order: list[int], n_rows: int, per_segment: int, spoken: set[int],
+           max_segments: int) -> _Plan:
+        return cls(order, spoken, per_segment, n_rows, min(max_segments, len(order)))
+
+    def take(self, firsts: list[int]) -> None:
+        self.taken.extend(firsts)
+
+    def remaining(self) -> list[int]:
+        """Segments not read yet, in the spread order."""
+        taken = set(self.taken)
+        return [f for f in self.order if f not in taken]
+
+    def time_s(self, first: int) -> float:
+        return (first + self.per_segment / 2) / VIDEO_FPS
+
+
+@dataclass(frozen=True)
+class _Assessment:
+    """What the readings so far settle. ``open`` names, in words, each hypothesis not yet
+    confirmed or ruled out; ``target`` is what the next segments should pin down
+    (``level``: any reading helps; ``slope``: readings far apart; ``step``: readings
+    beside ``break_s``)."""
+
+    settled: bool
+    open: tuple[str, ...]
+    target: str = "level"
+    break_s: float | None = None
+    fit: OffsetFit | None = None
+    rivals: tuple[OffsetModel, ...] = ()  # models the evidence has not ruled out
+
+    @classmethod
+    def first(cls) -> _Assessment:
+        return cls(False, ("no reading yet",))
+
+
+def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
+            segment_s: float, previous_kind: str | None = None) -> _Assessment:
+    """The stopping rule: a test of the hypotheses the tool acts on.
+
+    ``constant`` is settled when its delay is known within a frame (+-:data:`STOP_SIGMAS`
+    standard errors inside half a frame), the straight line's slope interval
+    (:data:`RULE_OUT_SIGMAS`) keeps its change over the clip below
+    :attr:`TimelineOptions.rule_out_change_ms` (a usable drift is ruled out) and no step is
+    supported. ``drift`` is settled when its slope is known to
+    that change over the clip (the same interval) and its delay within a frame at both
+    ends of the clip (what the fix's resampling is then off by); ``piecewise`` when each span's
+    delay is known within a frame and each break lies between readings at most two
+    segments apart (or at a scene cut). A ``drift`` or ``piecewise`` model also needs to
+    have won the round before (``previous_kind``): a model the readings of one round
+    suggest is confirmed by the next round, placed to test it (six readings of a constant
+    can make a decisive-looking slope). A stability test of the constant alone (the old
+    rule) stops on ten loose readings of a 60 s clip whose slope is still +-45 ms/min.
+    """
+    if evidence.usable_windows < opts.min_usable_windows or len(evidence.votes()) < 2:
+        return _Assessment(False, ("too few windows with a face and a voice",))
+    try:
+        fit = evidence.fit_offset(opts.timeline, duration_s)
+    except UncertainEstimateError as exc:
+        return _Assessment(False, (str(exc),))
+    timeline = opts.timeline
+    level_ms, change_ms = FRAME_MS / 2, timeline.rule_out_change_ms
+    rivals = tuple(model for name, model in fit.rivals.items()
+                   if name != fit.kind and fit.bic[name] < fit.bic[fit.kind]
+                   + timeline.decisive_bic)
+    model = fit.model
+    open_: list[str] = []
+    target, break_s = "level", None
+    span = model.spans[0]
+
+    def loose(uncertainty: float | None) -> bool:
+        return uncertainty is None or STOP_SIGMAS * uncertainty > level_ms
+
+    if model.kind == "constant":
+        if loose(span.uncertainty_ms):
+            open_.append(f"the delay known only to +-{_pm(span.uncertainty_ms)} ms")
+        line = fit.line
+        if timeline.model == "auto":
+            if line is None or line.change_bound_ms(duration_s, RULE_OUT_SIGMAS) >= change_ms:
+                slope = "unknown" if line is None else (
+                    f"{line.slope_ms_per_min:+.0f} +- "
+                    f"{RULE_OUT_SIGMAS * line.slope_se_ms_per_min:.0f} ms/min")
+                open_.append(f"a drift not ruled out (slope {slope}; {change_ms:.0f} ms over "
+                             "the clip is usable)")
+                target = "slope"
+            if fit.step_supported:
+                break_s = fit.rivals["piecewise"].breaks[0]
+                open_.append(f"a step near {break_s:.1f} s not ruled out")
+                target = "step"
+    elif model.kind == "drift":
+        slope_se = model.drift_uncertainty_ms_per_min
+        if slope_se is None or RULE_OUT_SIGMAS * slope_se * duration_s / 60.0 > change_ms:
+            open_.append(f"the drift's slope known only to "
+                         f"+-{_pm(slope_se, RULE_OUT_SIGMAS)} ms/min")
+            target = "slope"
+        line = fit.line
+        worst_se = None if line is None else max(line.delay_se_at(model.start_s),
+                                                 line.delay_se_at(model.end_s))
+        if loose(worst_se):
+            open_.append(f"the drift's delay at the clip's ends known only to "
+                         f"+-{_pm(worst_se)} ms")
+            target = "slope"
+    else:
+        for part in model.spans:
+            if loose(part.uncertainty_ms):
+                open_.append(f"the delay of {part.start_s:.1f}-{part.end_s:.1f} s known "
+                             f"only to +-{_pm(part.uncertainty_ms)} ms")
+        centres = np.array(sorted(0.5 * (r.start_s + r.end_s) for r in fit.points))
+        for at in model.breaks:
+            before, after = centres[centres < at], centres[centres >= at]
+            at_cut = any(abs(at - cut) <= 1.0 / VIDEO_FPS for cut in evidence.cuts_s)
+            if not at_cut and (len(before) == 0 or len(after) == 0
+                               or after[0] - before[-1] > 2.0 * segment_s + 1e-6):
+                open_.append(f"the break near {at:.1f} s placed only between readings "
+                             f"{_gap(before, after)} apart")
+                if target != "step":
+                    target, break_s = "step", at
+    # A piecewise model has won only once a drift is ruled out too: a few noisy readings
+    # of a line look like a step. (Not the other way round: many steps can always follow
+    # a line about as well, which says nothing against it.)
+    if model.kind == "piecewise" and timeline.model == "auto" and "drift" in fit.rivals \
+            and fit.bic["drift"] < fit.bic["piecewise"] + timeline.decisive_bic:
+        open_.append(f"a drift not ruled out against the steps (criteria "
+                     f"{fit.bic['drift']:.0f} and {fit.bic['piecewise']:.0f})")
+        target = "level"  # readings between the ones so far tell a line from steps
+    if not open_ and model.kind != "constant" and previous_kind != model.kind:
+        open_.append(f"the {model.kind} not yet confirmed by a second round")
+        if model.kind == "drift":
+            target = "slope"
+        else:
+            target, break_s = "step", model.breaks[0]
+    return _Assessment(not open_, tuple(open_), target, break_s, fit, rivals)
+
+
+def _pm(uncertainty: float | None, sigmas: float = STOP_SIGMAS) -> str:
+    return "?" if uncertainty is None else f"{sigmas * uncertainty:.0f}"
+
+
+def _gap(before: np.ndarray, after: np.ndarray) -> str:
+    if len(before) == 0 or len(after) == 0:
+        return "not yet on both sides, so"
+    return f"{after[0] - before[-1]:.1f} s"
+
+
+def _place(plan: _Plan, assessment: _Assessment, n: int) -> list[int]:
+    """The next ``n`` segments: where they shrink what :func:`_assess` left open most.
+
+    A slope's standard error shrinks with the spread of the readings' times, so a slope
+    gets the unread voiced segments nearest the clip's two ends, alternately; a suspected
+    step gets those nearest its break on either side, alternately; anything else (the
+    delay itself, the first round) the next ones of the spread order. A quarter of every
+    targeted round still follows the spread order, so what happens between the ends is
+    not left unseen."""
+    remaining = plan.remaining()
+    if n <= 0 or not remaining:
+        return []
+    spoken = [f for f in remaining if f in plan.spoken]
+    if assessment.target == "level" or not spoken:
+        return remaining[:n]
+    times = {f: plan.time_s(f) for f in spoken}
+    if assessment.target == "step" and assessment.break_s is not None:
+        at = assessment.break_s
+        sides = (sorted((f for f in spoken if times[f] < at), key=lambda f: at - times[f]),
+                 sorted((f for f in spoken if times[f] >= at), key=lambda f: times[f] - at))
+    else:
+        middle = 0.5 * (min(times.values()) + max(times.values()))
+        sides = (sorted((f for f in spoken if times[f] < middle), key=times.get),
+                 sorted((f for f in spoken if times[f] >= middle), key=lambda f: -times[f]))
+    aimed = max(1, math.ceil(ENDS_SHARE * n))
+    chosen: list[int] = []
+    queues = [list(side) for side in sides]
+    side = 0
+    while len(chosen) < aimed and any(queues):
+        if queues[side]:
+            chosen.append(queues[side].pop(0))
+        side = 1 - side
+    chosen += [f for f in remaining if f not in chosen][: n - len(chosen)]
+    return chosen
+
+
+def _focus(assessment: _Assessment, opts: SyncOptions, time_s: float) -> range | None:
+    """The shifts (frames) worth scoring for a segment at ``time_s``: within ``k`` frames
+    of the fitted model's prediction, ``k`` covering every rival not ruled out and
+    :data:`FOCUS_SIGMAS` standard errors of the prediction and of one reading (at least
+    :data:`MIN_FOCUS_FRAMES`); None (every shift) before there is a fit, with
+    ``exhaustive`` or without ``focus_shifts``, or when that window would be wide."""
+    fit = assessment.fit
+    if fit is None or opts.exhaustive or not opts.focus_shifts:
+        return None
+    s = opts.max_shift
+    centre = float(fit.model.offset_at(time_s))
+    if fit.kind == "drift" and fit.line is not None:
+        predicted_se = fit.line.delay_se_at(time_s)
+    else:
+        index = int(np.searchsorted(np.asarray(fit.model.breaks), time_s, side="right"))
+        predicted_se = fit.model.spans[index].uncertainty_ms
+    if predicted_se is None:
+        return None
+    reach = max((abs(float(m.offset_at(time_s)) - centre) for m in assessment.rivals),
+                default=0.0)
+    half_width = reach + FOCUS_SIGMAS * math.hypot(predicted_se, fit.noise_ms)
+    k = max(MIN_FOCUS_FRAMES, math.ceil(half_width / FRAME_MS))
+    if 2 * k + 1 > MAX_FOCUS_SHARE * (2 * s + 1):
+        return None
+    c = round(centre / FRAME_MS)
+    lo, hi = max(-s, c - k), min(s, c + k)
+    if hi - lo < 2:  # a prediction beyond the range: search all of it
+        return None
+    return range(lo, hi + 1)
+
+
+def _peak_at_focus_edge(scores: np.ndarray, shifts: range, max_shift: int) -> bool:
+    """Whether a focused segment's mean curve peaks on the first or last shift of its
+    window where that is not also the range's edge: the true peak may lie outside."""
+    valid = np.isfinite(scores) & (scores != OUT_OF_RANGE)
+    counts = valid.sum(axis=0)
+    if not counts.any():
+        return False
+    curve = np.where(counts > 0, np.where(valid, scores, 0.0).sum(axis=0)
+                     / np.maximum(counts, 1), -np.inf)
+    peak = int(np.argmax(curve)) - max_shift
+    lowest = min(c - max_shift for c in np.nonzero(counts)[0])
+    highest = max(c - max_shift for c in np.nonzero(counts)[0])
+    return (peak == lowest and peak > -max_shift and lowest == shifts.start) or \
+        (peak == highest and peak < max_shift and highest == shifts.stop - 1)
 
 
 def sampling_order(n_rows: int, per_segment: int, voiced: np.ndarray) -> list[int]:
-    """First windows of the segments a sampled estimate scores, in the order it scores
-    them: spread over the clip, those with a voice first."""
+    """First windows of the segments a sampled estimate may score, in the order it scores
+    them when nothing in particular is open: spread over the clip, those with a voice
+    first."""
     starts = segment_starts(n_rows, per_segment, partial=False)
-    spoken = [i for i, a in enumerate(starts) if voiced[a : a + per_segment].mean() >= 0.25]
+    voice = spoken_segments(n_rows, per_segment, voiced)
+    spoken = [i for i, a in enumerate(starts) if a in voice]
     quiet = [i for i in range(len(starts)) if i not in set(spoken)]
     order = [spoken[j] for j in spread_order(len(spoken))] + \
         [quiet[j] for j in spread_order(len(quiet))]
@@ -655,27 +982,12 @@ def first_reads(reader: ClipReader, window_frames: int, opts: SyncOptions
     return order[: min(opts.first_round, opts.max_segments)], per_segment + t - 1
 
 
-def _timeline_settled(evidence: Evidence, options: TimelineOptions, duration_s: float) -> bool:
-    """Whether the segments so far leave no hint of an offset that changes over time.
-
-    A hint is any other model fitting better than a constant, decisive or not: a drift of
-    a few ms per segment only becomes decisive with many segments, so a hint takes the
-    whole budget rather than stopping where the constant still (barely) wins.
-    """
-    if options.model != "auto":
-        return options.model == "constant"
-    try:
-        fitted = evidence.fit_offset(options, duration_s)
-    except UncertainEstimateError:
-        return False
-    return fitted.kind == "constant" and min(fitted.bic.values()) >= fitted.bic["constant"]
-
-
 def _conclude(path, reader: ClipReader, evidence: Evidence, counters: dict,
               opts: SyncOptions, n_rows: int, model: nn.Module,
-              score_opts: ScoreOptions) -> SyncEstimate:
+              score_opts: ScoreOptions, open_note: str | None = None) -> SyncEstimate:
     """The estimate from the evidence: the offset model, the headline, the agreement of
-    the segments with the model, the notes that make it uncertain, the verdict."""
+    the segments with the model, the notes that make it uncertain (``open_note``: what
+    the sampler's cap left open), the verdict."""
     s = opts.max_shift
     best, shift = evidence.best()
     votes = evidence.votes()
@@ -707,6 +1019,8 @@ def _conclude(path, reader: ClipReader, evidence: Evidence, counters: dict,
         if stability < UNSTABLE_SHARE:
             notes.append(f"the segments do not settle on one delay ({100 * stability:.0f}% "
                          "of resamples agree)")
+    if open_note:
+        notes.append(open_note)
     if notes:
         verdict = "uncertain"
     elif offset.in_sync(opts.in_sync_ms):
@@ -738,6 +1052,7 @@ def _conclude(path, reader: ClipReader, evidence: Evidence, counters: dict,
         windows_scored=counters["scored"],
         windows_available=n_rows,
         pairs_scored=counters["pairs"],
+        pairs_available=pairs_in_range(n_rows, s),
         model=ModelIdentity.of(model),
         precision="bf16" if score_opts.autocast == torch.bfloat16 else "fp32",
         notes=tuple(notes),

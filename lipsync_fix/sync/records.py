@@ -36,6 +36,7 @@ ESTIMATE_FIELDS = (
     Field("windows_scored", "int"),
     Field("windows_available", "int"),
     Field("pairs_scored", "int"),
+    Field("pairs_available", "int"),
     Field("precision", "str"),
     Field("notes", "list"),
 )

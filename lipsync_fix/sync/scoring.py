@@ -25,6 +25,10 @@ Two ways to fill it:
 The scorer reads windows through a :class:`WindowSource`, so it scores a whole clip held
 in memory (evaluation) and a few seconds cut out of a long video (the main job) with the
 same code; any model following :class:`~lipsync_fix.models.scorer.SyncScorer` works.
+A caller may ask for some shifts only (``shifts``): the other in-range cells hold
+:data:`NOT_SCORED`, and only the audio windows those shifts reach are encoded; a
+:class:`VideoCache` kept across two calls on the same rows (a focused search widened)
+encodes their video windows once.
 Precision: ``ScoreOptions.autocast`` runs the model under bf16 autocast (about twice the
 speed on CPUs with AVX512-BF16 and on GPUs); float32 stays the reference for evaluation
 and the golden tests.
@@ -44,6 +48,9 @@ from lipsync_fix.features.constants import FRAMES_PER_WINDOW, SAMPLES_PER_FRAME
 from lipsync_fix.features.inputs import WAV2LIP, InputRecipe, recipe_for
 
 OUT_OF_RANGE = -1000.0
+NOT_SCORED = float("nan")
+"""A cell of a shift that was in range but not asked for (a focused search scores only
+the shifts near where the offset is predicted); what reads a matrix skips it."""
 DEFAULT_MAX_SHIFT = 15  # frames at 25 fps: +-0.6 s, the paper's search range
 
 Progress = Callable[[int, int], None]
@@ -156,6 +163,34 @@ def score_matrix(
     return score_rows(model, source, np.arange(source.n_rows), opts, progress)
 
 
+class VideoCache:
+    """Video encoder outputs by window start, for rows scored more than once (a focused
+    search that widens pays only for the audio side the second time). Meant for the rows
+    of one segment: it holds what it is given until dropped."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[int, Tensor] = {}
+
+    def get(self, rows: np.ndarray, encode: Callable[[np.ndarray], Tensor]) -> Tensor:
+        missing = np.array([r for r in rows.tolist() if r not in self.tokens], np.int64)
+        if len(missing):
+            for r, token in zip(missing.tolist(), encode(missing), strict=True):
+                self.tokens[r] = token
+        return torch.stack([self.tokens[r] for r in rows.tolist()])
+
+
+def shift_mask(shifts: np.ndarray | range | None, max_shift: int) -> np.ndarray:
+    """Which of the columns -S..+S ``shifts`` (frames; None: all) asks for."""
+    if shifts is None:
+        return np.ones(2 * max_shift + 1, bool)
+    wanted = np.asarray(list(shifts), dtype=np.int64)
+    if len(wanted) and (wanted.min() < -max_shift or wanted.max() > max_shift):
+        raise ValueError(f"shifts must lie in -{max_shift}..{max_shift}")
+    mask = np.zeros(2 * max_shift + 1, bool)
+    mask[wanted + max_shift] = True
+    return mask
+
+
 @torch.no_grad()
 def score_rows(
     model: nn.Module,
@@ -163,20 +198,39 @@ def score_rows(
     rows: np.ndarray,
     options: ScoreOptions | None = None,
     progress: Progress | None = None,
+    shifts: np.ndarray | range | None = None,
+    video_cache: VideoCache | None = None,
 ) -> np.ndarray:
-    """Rows ``rows`` (global window starts, ascending) of the clip's score matrix."""
+    """Rows ``rows`` (global window starts, ascending) of the clip's score matrix; with
+    ``shifts`` (frames), only those columns are scored, the others in range hold
+    :data:`NOT_SCORED`."""
     opts = options or ScoreOptions()
     rows = np.asarray(rows, dtype=np.int64)
+    wanted = shift_mask(shifts, opts.max_shift)
     if len(rows) == 0:
         return np.zeros((0, 2 * opts.max_shift + 1), dtype=np.float32)
     model.eval()
     device = torch.device(opts.device)
     with autocast(device, opts.autocast):
         if opts.mode == "reference":
-            return _reference_rows(model, source, rows, opts, progress)
+            out = _reference_rows(model, source, rows, opts, progress)
+            out[(out != OUT_OF_RANGE) & ~wanted[None, :]] = NOT_SCORED
+            return out
         if opts.mode == "cached":
-            return _cached_rows(model, source, rows, opts, progress)
+            return _cached_rows(model, source, rows, opts, progress, wanted, video_cache)
     raise ValueError(f"unknown scoring mode {opts.mode!r}; use 'cached' or 'reference'")
+
+
+def scored_pairs(scores: np.ndarray) -> int:
+    """How many (window, shift) pairs of a score matrix were scored."""
+    return int((np.isfinite(scores) & (scores != OUT_OF_RANGE)).sum())
+
+
+def pairs_in_range(n_rows: int, max_shift: int) -> int:
+    """How many (window, shift) pairs a clip of ``n_rows`` windows has in range (strict
+    edge rule): what scoring every window against every shift costs."""
+    v = np.arange(n_rows, dtype=np.int64)
+    return int((np.minimum(max_shift, v) + np.minimum(max_shift, n_rows - 1 - v) + 1).sum())
 
 
 @torch.no_grad()
@@ -232,18 +286,29 @@ def _encode(model: nn.Module, kind: str, source: WindowSource, idx: np.ndarray, 
     return torch.cat(chunks)
 
 
-def _cached_rows(model, source: WindowSource, rows: np.ndarray, opts, progress) -> np.ndarray:
+def _cached_rows(model, source: WindowSource, rows: np.ndarray, opts, progress,
+                 wanted: np.ndarray, video_cache: VideoCache | None) -> np.ndarray:
     s, n_rows = opts.max_shift, source.n_rows
     device = torch.device(opts.device)
     out = np.full((len(rows), 2 * s + 1), OUT_OF_RANGE, dtype=np.float32)
+    if not wanted.any():
+        out[valid_columns(rows, n_rows, s, opts.edge_rule)] = NOT_SCORED
+        return out
     audio_cache = _WindowCache(lambda idx: _encode(model, "audio", source, idx, opts))
+    lowest, highest = (int(c) - s for c in np.nonzero(wanted)[0][[0, -1]])
     pad_token = None
     for b0 in range(0, len(rows), opts.row_block):
         block = rows[b0 : b0 + opts.row_block]
-        valid = valid_columns(block, n_rows, s, opts.edge_rule)
-        video_tok = _encode(model, "video", source, block, opts)
-        audio_lo = max(0, int(block[0]) - s)
-        audio_hi = min(n_rows, int(block[-1]) + s + 1)
+        in_range = valid_columns(block, n_rows, s, opts.edge_rule)
+        valid = in_range & wanted[None, :]
+        out[b0 : b0 + len(block)][in_range & ~valid] = NOT_SCORED
+        if video_cache is None:
+            video_tok = _encode(model, "video", source, block, opts)
+        else:
+            video_tok = video_cache.get(
+                block, lambda idx: _encode(model, "video", source, idx, opts))
+        audio_lo = min(max(0, int(block[0]) + lowest), n_rows - 1)
+        audio_hi = max(min(n_rows, int(block[-1]) + highest + 1), audio_lo + 1)
         audio_tok = audio_cache.get(audio_lo, audio_hi)
         pair_row, pair_col = np.nonzero(valid)
         pair_audio = block[pair_row] + pair_col - s

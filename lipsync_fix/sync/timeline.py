@@ -39,7 +39,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -83,6 +83,11 @@ class SegmentEvidence:
     scale) when the audio is taken ``shifts_ms[i]`` later than the video; ``windows`` is
     how many model windows that mean is over. Shifts must be increasing and evenly spaced
     as the score matrices' columns are; scores of shifts out of range may be ``nan``.
+
+    ``spread`` overrides the width the curve's own peak gives (see :func:`measure_segment`)
+    for a curve scored on a window of shifts around its peak only: the median of such a
+    curve is not the floor of the full one, so its peak would look several times sharper
+    (and its reading several times surer) than the same segment scored over the range.
     """
 
     start_s: float
@@ -90,6 +95,7 @@ class SegmentEvidence:
     shifts_ms: np.ndarray
     scores: np.ndarray
     windows: int
+    spread: float | None = None
 
     def __post_init__(self) -> None:
         shifts = np.asarray(self.shifts_ms, dtype=np.float64)
@@ -141,6 +147,12 @@ class TimelineOptions:
     min_span_segments: int = 3  # segments a piecewise span needs (at most 2 between given cuts)
     outlier_share: float = 0.1  # prior share of segments whose peak is noise
     in_sync_ms: float = FRAME_MS  # |offset| up to this is in sync
+
+    @property
+    def rule_out_change_ms(self) -> float:
+        """The smallest change over the clip a drift must make to be usable (and so what
+        the evidence must exclude before a clip is called constant)."""
+        return self.min_drift_change_ms
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -367,10 +379,55 @@ class OffsetFit:
     noise_ms: float
     confidence: float
     points: tuple[Reading, ...] = ()
+    line: LineFit | None = None
+    rivals: Mapping[str, OffsetModel] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
         return self.model.kind
+
+    @property
+    def step_supported(self) -> bool:
+        """Whether a split into constant spans explains the readings better than one
+        constant (by any margin): a step that more readings may make decisive."""
+        return "piecewise" in self.rivals and \
+            self.bic.get("piecewise", math.inf) < self.bic["constant"]
+
+
+@dataclass(frozen=True)
+class LineFit:
+    """The straight line through the readings (``delay = intercept + slope * t``, ms and
+    ms/s), weighted by the timeline's own noise model, with the covariance of its two
+    parameters. Fitted whichever model wins, so a constant's caller can ask how steep a
+    drift the readings still allow (a constant chosen over ten loose readings may hide one).
+    """
+
+    intercept_ms: float
+    slope_ms_per_s: float
+    cov: tuple[tuple[float, float], tuple[float, float]]
+
+    @property
+    def slope_ms_per_min(self) -> float:
+        return 60.0 * self.slope_ms_per_s
+
+    @property
+    def slope_se_ms_per_min(self) -> float:
+        """One standard error of the slope."""
+        return 60.0 * math.sqrt(max(self.cov[1][1], 0.0))
+
+    def delay_at(self, time_s: float) -> float:
+        return self.intercept_ms + self.slope_ms_per_s * time_s
+
+    def delay_se_at(self, time_s: float) -> float:
+        """One standard error of the line's delay at ``time_s``."""
+        (aa, ab), (_, bb) = self.cov
+        return math.sqrt(max(aa + 2 * ab * time_s + bb * time_s * time_s, 0.0))
+
+    def change_bound_ms(self, duration_s: float, sigmas: float) -> float:
+        """The largest change over ``duration_s`` that the slope's interval of
+        +-``sigmas`` standard errors allows."""
+        return (abs(self.slope_ms_per_min) + sigmas * self.slope_se_ms_per_min) \
+            * duration_s / 60.0
 
 
 @dataclass(frozen=True)
@@ -467,8 +524,11 @@ def measure_segment(evidence: SegmentEvidence) -> SegmentMeasure | None:
             delay = float(np.clip(-b / (2 * a), x1 - half_step, x1 + half_step))
             width_ms = float(min(math.sqrt(height / -a), 0.5 * range_ms))
     step = float(np.median(np.diff(shifts)))
-    return SegmentMeasure(evidence.start_s, evidence.end_s, delay,
-                          max(width_ms, 0.5 * step) / FRAME_MS, int(evidence.windows))
+    spread = max(width_ms, 0.5 * step) / FRAME_MS
+    if evidence.spread is not None:
+        spread = evidence.spread
+    return SegmentMeasure(evidence.start_s, evidence.end_s, delay, spread,
+                          int(evidence.windows))
 
 
 # ---------------------------------------------------------------------------------------
@@ -715,16 +775,36 @@ def fit_offset_model(
         if choices:
             kind = min(choices, key=bic.__getitem__)
 
-    if kind == "drift":
-        if not plausible:
-            raise UncertainEstimateError(
-                f"the best line through the readings drifts {60.0 * b1:.0f} ms/min, beyond "
-                f"+-{MAX_DRIFT_MS_PER_MIN:.0f} ms/min: that is not a clock drift")
-        return _drift_model(p, a1, b1, clip_start, clip_end, bic)
-    if kind == "piecewise" and len(spans) > 1:
-        return _piecewise_model(p, grid, spans, scene_cuts_s, clip_start, clip_end, bic)
+    if kind == "drift" and not plausible:
+        raise UncertainEstimateError(
+            f"the best line through the readings drifts {60.0 * b1:.0f} ms/min, beyond "
+            f"+-{MAX_DRIFT_MS_PER_MIN:.0f} ms/min: that is not a clock drift")
+    # Every rival is fitted, with its parameters' uncertainty, so that a caller deciding
+    # whether to read more segments can ask what the readings still allow.
+    line = _line_fit(p, a1, b1) if p.n >= 3 else None
+    rivals = {"constant": _piecewise_model(p, grid, [0], (), clip_start, clip_end, bic,
+                                           kind="constant")}
+    if plausible and line is not None:
+        rivals["drift"] = _drift_model(p, a1, b1, clip_start, clip_end, bic)
+    if len(spans) > 1:
+        rivals["piecewise"] = _piecewise_model(p, grid, spans, scene_cuts_s, clip_start,
+                                               clip_end, bic)
     # a piecewise offset without a supported break is one constant
-    return _piecewise_model(p, grid, [0], (), clip_start, clip_end, bic, kind="constant")
+    chosen = rivals.get(kind, rivals["constant"])
+    return replace(chosen, line=line,
+                   rivals={name: fit.model for name, fit in rivals.items()})
+
+
+def _line_fit(p: _Points, a: float, b: float) -> LineFit:
+    """The line ``a + b t`` with its parameters' covariance: the inverse of the Fisher
+    information of the readings, each weighted by its noise and by the probability that
+    it is right (a wrong reading pins nothing down)."""
+    r = p.inlier_prob(p.y - (a + b * p.t), p.sigma)
+    w = r / p.sigma**2
+    design = np.stack([np.ones(p.n), p.t], axis=1)
+    cov = np.linalg.pinv(design.T @ (w[:, None] * design))
+    return LineFit(float(a), float(b), ((float(cov[0, 0]), float(cov[0, 1])),
+                                        (float(cov[1, 0]), float(cov[1, 1]))))
 
 
 def _piecewise(
@@ -852,10 +932,7 @@ def _drift_model(
     p: _Points, a: float, b: float, clip_start: float, clip_end: float, bic: dict[str, float]
 ) -> OffsetFit:
     residual = p.y - (a + b * p.t)
-    r = p.inlier_prob(residual)
-    w = r / p.sigma**2
-    design = np.stack([np.ones(p.n), p.t], axis=1)
-    cov = np.linalg.pinv(design.T @ (w[:, None] * design))
+    cov = np.asarray(_line_fit(p, a, b).cov)
     at_start = np.array([1.0, clip_start])
     span = Span(start_s=clip_start, end_s=clip_end, audio_delay_ms=float(a + b * clip_start),
                 drift_ms_per_min=float(60.0 * b), support=_support(p, slice(None), residual),
