@@ -264,3 +264,20 @@ def test_what_was_read_ahead_of_a_file_replaced_since_is_not_used(folder, tmp_pa
         assert opened[-1] is prepared  # unchanged: what was read ahead is used
         estimates.estimate(path, None, now)
         assert opened[-1] is not prepared and opened[-1].prepared_from is None
+
+
+def test_the_cpu_keeps_two_cores_for_the_model_and_a_gpu_one(monkeypatch) -> None:
+    """On 2 cores a worker competing with the model's threads made a folder slower (0.81
+    against 0.98 clips/s with demo-small): the CPU default leaves two cores to the model."""
+    import torch
+
+    from lipsync_fix.sync import pipeline
+
+    for cores, cpu_workers in ((1, 0), (2, 0), (4, 2), (64, 16)):
+        monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda _, n=cores: set(range(n)),
+                            raising=False)
+        assert pipeline.machine_workers("cpu") == cpu_workers
+        assert pipeline.machine_workers(torch.device("cpu")) == cpu_workers
+    monkeypatch.setattr(pipeline, "resolve_device", lambda _: torch.device("cuda"))
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda _: set(range(2)), raising=False)
+    assert pipeline.machine_workers("cuda") == 1

@@ -253,8 +253,8 @@ Report = Annotated[Path | None, typer.Option(
     help="Write a .csv or .jsonl report (resumable: a rerun continues it).")]
 Workers = Annotated[int | None, typer.Option(
     min=0, show_default=False,
-    help="Processes that read a folder's next clips while one is scored [default: one "
-         "per core but one; 0: none].")]
+    help="Processes that read a folder's next clips while one is scored [default: on a "
+         "GPU one per core but one; on the CPU one per core but two; 0: none].")]
 Shard = Annotated[str | None, typer.Option(
     help="Process only shard K/N of the sorted inputs (for job arrays).")]
 Inputs = Annotated[list[Path], typer.Argument(help="Videos or folders of videos.")]
