@@ -64,49 +64,6 @@ class RegionFaceDetector(FaceDetector, Protocol):
     recover it on frames where the full-frame scan missed it.
     """
 
-    def _frontal_scan(self, gray: np.ndarray) -> list[Box]:
-        """Faces of at least ``min_face`` in ``gray``: the first frontal cascade that finds
-        one wins; weak hits need another cascade's confirmation."""
-        sizes = self._scan_sizes(gray)
-        for index, cascade in enumerate(self._frontal):
-            found = [box for box in self._run(cascade, gray, self.scale_factor, sizes)
-                     if self._confirmed(gray, box, index)]
-            if found:
-                return found
-        return []
-
-    def _scan_sizes(self, gray: np.ndarray) -> tuple[int, int]:
-        return max(20, round(self.min_face * min(gray.shape))), max(gray.shape)
-
-    def _confirmed(self, gray: np.ndarray, box: Box, index: int) -> bool:
-        """A hit of cascade ``index`` is a face when strong, or when another frontal
-        cascade finds one at the same place and size."""
-        others = self._frontal[:index] + self._frontal[index + 1 :]
-        return box.score >= self.strong_neighbors or \
-            self._search_near(others, gray, box) is not None
-
-    def _coarse(self, gray: np.ndarray) -> list[Box]:
-        """Faces found on a ``coarse_side`` copy of ``gray``, then found again and checked
-        near that place in ``gray`` itself (its pixels); empty when there is none."""
-        if self.coarse_side is None or max(gray.shape) <= self.coarse_side:
-            return []
-        small, factor = downscale(gray, self.coarse_side)
-        sizes = (20, max(small.shape))
-        candidates: list[Box] = []
-        for cascade in self._frontal:
-            candidates = self._run(cascade, small, self.scale_factor, sizes)
-            if candidates:
-                break
-        found = []
-        for candidate in non_max_suppression(candidates):
-            for index, cascade in enumerate(self._frontal):
-                hits = self._search_near([cascade], gray, candidate.scaled(1 / factor),
-                                         self.scale_factor)
-                if hits is not None and self._confirmed(gray, hits, index):
-                    found.append(hits)
-                    break
-        return found
-
     def detect_near(self, frame_bgr: np.ndarray, box: Box) -> list[Box]:
         """Faces of about ``box``'s size near ``box`` (S3FD geometry, full-frame pixels)."""
         ...
