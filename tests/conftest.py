@@ -104,6 +104,36 @@ def assert_accuracy_line(ours: np.ndarray, reference: np.ndarray, protocol, line
                 (tolerance, k, accuracies[tolerance][k], expected)
 
 
+def rel_err(ours: torch.Tensor, ref: np.ndarray) -> float:
+    """Largest error relative to the reference's largest magnitude (the golden READMEs'
+    measure)."""
+    ref_t = torch.from_numpy(ref)
+    return float((ours - ref_t).abs().max() / ref_t.abs().max())
+
+
+def assert_forward_stages(model, golden,
+                          tolerance: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """A VocaLiST-family model's forward pass on the golden inputs matches the reference
+    at every stage (encoders, the three cross-modal transformers, logits); returns the
+    video and audio tokens for checks of the model's own. The reference returns (B, D, T) from the
+    encoders and (L, B, D) from the transformers."""
+    vid, mel = torch.from_numpy(golden["vid"]), torch.from_numpy(golden["mel"])
+    with torch.no_grad():
+        video_tokens = model.encode_video(vid)
+        audio_tokens = model.encode_audio(mel)
+        av, va, mem = model.transformers(audio_tokens, video_tokens)
+        logits = model.head(mem)
+        full = model(vid, mel)
+    assert rel_err(video_tokens.transpose(1, 2), golden["vid_prenet"]) < tolerance
+    assert rel_err(audio_tokens.transpose(1, 2), golden["aud_prenet"]) < tolerance
+    assert rel_err(av.transpose(0, 1), golden["av_transformer"]) < tolerance
+    assert rel_err(va.transpose(0, 1), golden["va_transformer"]) < tolerance
+    assert rel_err(mem.transpose(0, 1), golden["mem_transformer"]) < tolerance
+    assert rel_err(logits, golden["logits"]) < tolerance
+    assert torch.equal(full, logits)
+    return video_tokens, audio_tokens
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (``-n``) each worker gets its share of the cores for torch, so
     two workers on two cores do not fight over four threads."""

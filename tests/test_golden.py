@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, GOLDEN, assert_accuracy_line, invoke
+from conftest import DATA, GOLDEN, assert_accuracy_line, assert_forward_stages, invoke
 
 from lipsync_fix.evaluation import golden
 from lipsync_fix.evaluation.protocols import PROTOCOLS
@@ -15,11 +15,6 @@ from lipsync_fix.features.mel import chunk_mel, log_mel_spectrogram, mel_filterb
 from lipsync_fix.features.visual import frames_from_stacked
 from lipsync_fix.models import VocaLiST, count_parameters
 from lipsync_fix.sync.scoring import OUT_OF_RANGE, ScoreOptions, score_matrix
-
-
-def rel_err(ours: torch.Tensor, ref: np.ndarray) -> float:
-    ref_t = torch.from_numpy(ref)
-    return float((ours - ref_t).abs().max() / ref_t.abs().max())
 
 
 def test_state_dict_matches_manifest():
@@ -34,22 +29,7 @@ def test_state_dict_matches_manifest():
 
 
 def test_forward_matches_reference(golden_model, golden_data):
-    g = golden_data("forward_golden")
-    vid, mel = torch.from_numpy(g["vid"]), torch.from_numpy(g["mel"])
-    with torch.no_grad():
-        video_tokens = golden_model.encode_video(vid)
-        audio_tokens = golden_model.encode_audio(mel)
-        av, va, mem = golden_model.transformers(audio_tokens, video_tokens)
-        logits = golden_model.head(mem)
-        full = golden_model(vid, mel)
-    # The reference returns (B, D, T) from the encoders and (L, B, D) from the transformers.
-    assert rel_err(video_tokens.transpose(1, 2), g["vid_prenet"]) < 1e-4
-    assert rel_err(audio_tokens.transpose(1, 2), g["aud_prenet"]) < 1e-4
-    assert rel_err(av.transpose(0, 1), g["av_transformer"]) < 1e-4
-    assert rel_err(va.transpose(0, 1), g["va_transformer"]) < 1e-4
-    assert rel_err(mem.transpose(0, 1), g["mem_transformer"]) < 1e-4
-    assert rel_err(logits, g["logits"]) < 1e-4
-    assert torch.equal(full, logits)
+    assert_forward_stages(golden_model, golden_data("forward_golden"))
 
 
 def test_position_quirk_is_exercised(golden_model, golden_data):
