@@ -141,27 +141,50 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> 
     return dict(state)
 
 
-def check_state_dict(
-    model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
-    optional: frozenset[str] = frozenset(), what: str = "the model",
-) -> None:
-    """Raise a CheckpointError naming the first mismatching keys and shapes; keys in
-    ``optional`` may be missing."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state and k not in optional]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} (model wants {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
+Layout = Mapping[str, tuple[tuple[int, ...], str | None]]
+"""Key -> (shape, dtype name such as ``"float32"``, or None to leave the dtype unchecked)."""
+
+
+def layout_problems(state: Mapping[str, torch.Tensor], wanted: Layout,
+                    optional: frozenset[str] = frozenset()) -> list[str]:
+    """How ``state`` differs from ``wanted``: missing keys (but those in ``optional``),
+    unexpected keys, wrong shapes (and dtypes where ``wanted`` names them), each with a few
+    examples; empty when it fits. One wording for a checkpoint read into a model and for a
+    downloaded file checked against its manifest."""
+    def dtype(tensor: torch.Tensor) -> str:
+        return str(tensor.dtype).removeprefix("torch.")
+
+    checks_dtypes = any(kind is not None for _, kind in wanted.values())
+    missing = [k for k in wanted if k not in state and k not in optional]
+    unexpected = [k for k in state if k not in wanted]
+    wrong = []
+    for key, (shape, kind) in wanted.items():
+        if key not in state:
+            continue
+        got = state[key]
+        if tuple(got.shape) != tuple(shape) or (kind is not None and dtype(got) != kind):
+            wrong.append(f"{key} {tuple(got.shape)} {dtype(got)} (expected {tuple(shape)} "
+                         f"{kind})" if checks_dtypes
+                         else f"{key} {tuple(got.shape)} (model wants {tuple(shape)})")
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys, e.g. {', '.join(missing[:3])}")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys, e.g. {', '.join(unexpected[:3])}")
     if wrong:
-        problems.append(f"{len(wrong)} shape mismatches, e.g. {'; '.join(wrong[:3])}")
+        label = "wrong shapes or dtypes" if checks_dtypes else "shape mismatches"
+        problems.append(f"{len(wrong)} {label}, e.g. {'; '.join(wrong[:3])}")
+    return problems
+
+
+def check_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+    optional: frozenset[str] = frozenset(), what: str = "the model",
+) -> None:
+    """Raise a CheckpointError naming the first mismatching keys and shapes; keys in
+    ``optional`` may be missing."""
+    wanted = {k: (tuple(v.shape), None) for k, v in model.state_dict().items()}
+    problems = layout_problems(state, wanted, optional)
     if problems:
         raise CheckpointError(f"checkpoint {source} does not fit {what}: {'; '.join(problems)}")
 

@@ -59,6 +59,7 @@ from torch import nn
 from lipsync_fix.errors import CheckpointError
 from lipsync_fix.models.checkpoint import model_from_checkpoint, read_checkpoint
 from lipsync_fix.models.store import (
+    ASSETS,
     DRIVE_FOLDER_URL,
     LocationError,
     Progress,
@@ -79,8 +80,6 @@ from lipsync_fix.models.store import (
     urls_of,
 )
 
-PACKAGE = Path(__file__).resolve().parents[1]
-ASSETS = PACKAGE / "assets"
 REGISTRY_FILE = ASSETS / "registry.json"
 
 MODEL_KIND = "model"

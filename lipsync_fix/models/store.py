@@ -53,7 +53,7 @@ from rich.progress import Progress as RichProgress
 
 from lipsync_fix.errors import CheckpointError
 from lipsync_fix.files import atomic_path, write_atomically
-from lipsync_fix.models.checkpoint import read_checkpoint
+from lipsync_fix.models.checkpoint import layout_problems, read_checkpoint
 
 PACKAGE = Path(__file__).resolve().parents[1]
 ASSETS = PACKAGE / "assets"
@@ -314,21 +314,7 @@ def layout_problem(path: Path, manifest: Path) -> str | None:
         return str(exc)
     entries = json.loads(manifest.read_text())["entries"]
     wanted = {e["key"]: (tuple(e["shape"]), e["dtype"]) for e in entries}
-    missing = [k for k in wanted if k not in state]
-    unexpected = [k for k in state if k not in wanted]
-    wrong = [f"{k} {tuple(v.shape)} {str(v.dtype).removeprefix('torch.')} (expected "
-             f"{wanted[k][0]} {wanted[k][1]})"
-             for k, v in state.items()
-             if k in wanted and (tuple(v.shape), str(v.dtype).removeprefix("torch."))
-             != wanted[k]]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys, e.g. {', '.join(missing[:2])}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys, e.g. {', '.join(unexpected[:2])}")
-    if wrong:
-        problems.append(f"{len(wrong)} wrong shapes or dtypes, e.g. {'; '.join(wrong[:2])}")
-    return "; ".join(problems) or None
+    return "; ".join(layout_problems(state, wanted)) or None
 
 
 @dataclass(frozen=True)
