@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from lipsync_fix import media
-from lipsync_fix.data.synth import make_scene_clip, make_talking_head
+from lipsync_fix.data.synth import make_scene_clip, make_talking_head, random_scene_plan
 from lipsync_fix.features.constants import FRAME_MS
 from lipsync_fix.media.ffmpeg import check_ffmpeg, run_ffmpeg
 from lipsync_fix.models import load_model
@@ -73,12 +73,7 @@ def cases(grid: str, seeds: int) -> list[dict]:
                         "start_ms": round(start, 1)})
     for n in ((2,) if grid == "quick" else (2, 3) if grid == "reduced" else (2, 3, 4)):
         seed += 1
-        lengths = [round(float(x), 2) for x in rng.uniform(6.0, 12.0, n)]
-        delays = [float(rng.choice(np.arange(-400, 401, 10)))]
-        while len(delays) < n:
-            d = float(rng.choice(np.arange(-400, 401, 10)))
-            if abs(d - delays[-1]) >= 2 * FRAME_MS:
-                delays.append(d)
+        lengths, delays = random_scene_plan(rng, n, 6.0, 12.0)
         out.append({"kind": "scenes", "source": "clock", "seed": seed,
                     "seconds": round(sum(lengths), 1), "scene_seconds": lengths,
                     "scene_delays_ms": delays, "drift": 0.0})

@@ -35,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-FRAME_MS = 40.0
+from lipsync_fix.data.synth import random_scene_plan
+from lipsync_fix.features.constants import FRAME_MS
+
 _MODEL = None
 
 
@@ -76,12 +78,7 @@ def _cases(scale: str) -> list[dict]:
     for n in ((2,) if quick else (2, 3, 4)):
         for _ in range({"quick": 1, "small": 1, "reduced": 2}.get(scale, 3)):
             seed += 1
-            lengths_s = [round(float(x), 2) for x in rng.uniform(5.0, 12.0, n)]
-            delays = [float(rng.choice(np.arange(-400, 401, 10)))]
-            while len(delays) < n:
-                d = float(rng.choice(np.arange(-400, 401, 10)))
-                if abs(d - delays[-1]) >= 2 * FRAME_MS:
-                    delays.append(d)
+            lengths_s, delays = random_scene_plan(rng, n, 5.0, 12.0)
             cases.append({"kind": "scenes", "seed": seed, "scene_seconds": lengths_s,
                           "scene_delays_ms": delays})
     longest = {"quick": 20.0, "small": 30.0, "reduced": 30.0}.get(scale, 60.0)

@@ -239,6 +239,10 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or c
 Json = Annotated[bool, typer.Option(
     "--json", help="Print one JSON object per result on stdout, and nothing else there.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+Resume = Annotated[bool, typer.Option(help="Continue from OUT/last.pth.")]
+Restart = Annotated[bool, typer.Option(
+    "--force", help="Start afresh in an OUT that holds a run (its files are replaced).")]
+"""A training command's run folder: continue it (--resume) or replace it (--force)."""
 Context = Annotated[int, typer.Option(
     "--context", "--window",
     help="Context K: frames over which window scores are averaged (25 = 1 s; --window is "

@@ -18,6 +18,8 @@ from lipsync_fix.cli.app import (
     Force,
     Json,
     Quiet,
+    Restart,
+    Resume,
     Shard,
     app,
     count,
@@ -159,10 +161,8 @@ def train_command(
     window_frames: Annotated[int | None, typer.Option(
         min=1, help="Frames per input window T (5; 10 or 25 for 'Var' models).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, ...")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pth.")] = False,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Start afresh in an OUT that holds a run (its files are replaced).")
-    ] = False,
+    resume: Resume = False,
+    force: Restart = False,
     quiet: Quiet = False,
 ) -> None:
     """Train VocaLiST or SyncNet* (BCE, Adam); under torchrun, DDP on every rank.

@@ -16,6 +16,8 @@ from lipsync_fix.cli.app import (
     Force,
     Json,
     Quiet,
+    Restart,
+    Resume,
     app,
     check_face_box,
     err,
@@ -86,10 +88,8 @@ def train_separation_command(
         help="Folder of accompaniment wavs [default: synthesised].")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the mixtures and the weights.")] = 0,
     device: Device = "auto",
-    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pth.")] = False,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Start afresh in an OUT that holds a run (its files are replaced).")
-    ] = False,
+    resume: Resume = False,
+    force: Restart = False,
     quiet: Quiet = False,
 ) -> None:
     """Train a Y-Net separator on mixtures made on the fly (half with a second voice).

@@ -17,7 +17,7 @@ from lipsync_fix.data.synth.clips import (
 )
 from lipsync_fix.data.synth.dataset import CROP_SOURCES, write_synthetic_dataset
 from lipsync_fix.data.synth.face import articulation_tracks, render_frames
-from lipsync_fix.data.synth.scenes import make_scene_clip
+from lipsync_fix.data.synth.scenes import make_scene_clip, random_scene_plan
 from lipsync_fix.data.synth.speech import (
     Syllable,
     delay_audio,
@@ -35,6 +35,7 @@ __all__ = [
     "delay_audio",
     "make_scene_clip",
     "make_talking_head",
+    "random_scene_plan",
     "render_frames",
     "speech_timeline",
     "synthesize_voice",

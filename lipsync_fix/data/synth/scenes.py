@@ -15,10 +15,25 @@ from collections.abc import Sequence
 import numpy as np
 
 from lipsync_fix.data.synth.clips import TalkingHead, make_talking_head
-from lipsync_fix.features.constants import SAMPLE_RATE
+from lipsync_fix.features.constants import FRAME_MS, SAMPLE_RATE
 
 _BACKGROUNDS = ("noise", "plain", "photo")
 """Consecutive scenes cycle through these, so every cut changes the picture."""
+
+
+def random_scene_plan(rng: np.random.Generator, scenes: int, shortest_s: float,
+                      longest_s: float) -> tuple[list[float], list[float]]:
+    """A scene clip's plan drawn at random, as the benchmark scripts make them: each
+    scene's length (uniform between ``shortest_s`` and ``longest_s``, 10 ms steps) and its
+    audio delay (a multiple of 10 ms within +-400 ms, at least two frames from the scene
+    before, so that every cut is a step worth finding)."""
+    lengths = [round(float(x), 2) for x in rng.uniform(shortest_s, longest_s, scenes)]
+    delays = [float(rng.choice(np.arange(-400, 401, 10)))]
+    while len(delays) < scenes:
+        delay = float(rng.choice(np.arange(-400, 401, 10)))
+        if abs(delay - delays[-1]) >= 2 * FRAME_MS:
+            delays.append(delay)
+    return lengths, delays
 
 
 def make_scene_clip(
