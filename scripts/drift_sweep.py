@@ -18,14 +18,23 @@ measured), then a summary against the targets:
   3 min clip.
 
 Usage: ``python scripts/drift_sweep.py [--quick | --reduced] [--seeds N] [--no-exhaustive]
-[--exhaustive-max-seconds S] [--device cpu]``. ``--quick`` (4 clips) is a smoke test,
-``--reduced`` (about 14 clips) what a busy 2-core machine does in well under an hour.
+[--exhaustive-max-seconds S] [--lengths 60,180] [--drifts 80,-80] [--sources ffmpeg]
+[--first-seeds K] [--no-scenes] [--clips DIR] [--rows FILE] [--device cpu]``, or
+``--summarise FILE...``.
+``--quick`` (4 clips) is a smoke test, ``--reduced`` (about 14 clips) what a busy 2-core
+machine does in well under an hour; the full grid (57 clips a seed) can be run in parts
+with the filters, each part appending its rows (JSON lines) to ``--rows``, and summarised
+together with ``--summarise``. ``--clips DIR`` keeps the rendered clips there and reuses
+them (a 3 min clip takes minutes to render), so a rerun after a change measures the same
+clips.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -47,8 +56,10 @@ SOURCES = ("clock", "ffmpeg")
 SEED_BASE = 170_000
 
 
-def cases(grid: str, seeds: int) -> list[dict]:
-    """The clips of a run, as plain dicts (what the table prints)."""
+def cases(grid: str, seeds: int, scenes: bool = True) -> list[dict]:
+    """The clips of a run, as plain dicts (what the table prints). Seeds and start delays
+    are drawn in one fixed order, so a clip of the full grid is the same clip whichever
+    filters a run applies (see :func:`wanted`)."""
     rng = np.random.default_rng(17)
     out: list[dict] = []
     seed = SEED_BASE
@@ -63,15 +74,17 @@ def cases(grid: str, seeds: int) -> list[dict]:
     else:
         plan = [(src, d, n) for src in SOURCES for d in DRIFTS for n in LENGTHS]
     for source, drift, seconds in plan:
-        for _ in range(1 if grid != "full" else seeds):
+        for index in range(1 if grid != "full" else seeds):
             seed += 1
             change = drift * seconds / 60.0
             start = float(np.clip(rng.uniform(-200, 200), -520 - min(0.0, change),
                                   520 - max(0.0, change)))
             out.append({"kind": "drift" if drift else "constant", "source": source,
-                        "seed": seed, "seconds": seconds, "drift": drift,
+                        "seed": seed, "seed_index": index, "seconds": seconds, "drift": drift,
                         "start_ms": round(start, 1)})
     for n in ((2,) if grid == "quick" else (2, 3) if grid == "reduced" else (2, 3, 4)):
+        if not scenes:
+            break
         seed += 1
         lengths, delays = random_scene_plan(rng, n, 6.0, 12.0)
         out.append({"kind": "scenes", "source": "clock", "seed": seed,
@@ -92,9 +105,36 @@ def resample_drift(src: Path, dst: Path, drift_ms_per_min: float) -> None:
                  "cannot resample the audio")
 
 
-def make_clip(case: dict, folder: Path) -> tuple[Path, object]:
-    """The clip's file and its truth (a TalkingHead: ``true_delay_ms(t)``, scene starts)."""
-    path = folder / f"clip{case['seed']}.mp4"
+def wanted(case: dict, lengths: set[float] | None, drifts: set[float] | None,
+           sources: set[str] | None, first_seeds: int | None = None) -> bool:
+    """Whether a run's filters keep ``case`` (scene clips pass the drift, source and seed
+    filters, not the length one)."""
+    if case["kind"] == "scenes":
+        return lengths is None
+    return ((lengths is None or case["seconds"] in lengths)
+            and (first_seeds is None or case["seed_index"] < first_seeds)
+            and (drifts is None or case["drift"] in drifts)
+            and (sources is None or case["source"] in sources))
+
+
+def clip_name(case: dict) -> str:
+    """A file name that says which clip it holds (what ``--clips`` reuses)."""
+    if case["kind"] == "scenes":
+        return f"scenes{case['seed']}.mp4"
+    return (f"{case['source']}{case['seed']}_{case['seconds']:.0f}s_"
+            f"{case['drift']:+.0f}mpm_{case['start_ms']:+.1f}ms.mp4")
+
+
+def make_clip(case: dict, folder: Path, keep: Path | None = None) -> tuple[Path, object]:
+    """The clip's file and its truth (a TalkingHead: ``true_delay_ms(t)``, scene starts).
+    With ``keep``, a clip rendered before is taken from there (and a new one left there);
+    the truth is cheap to recompute, the frames are what costs."""
+    path = folder / clip_name(case)
+    if keep is not None and (keep / path.name).is_file():
+        if case["kind"] == "scenes":
+            return keep / path.name, make_scene_clip(case["seed"], case["scene_seconds"],
+                                                     case["scene_delays_ms"])
+        return keep / path.name, None
     if case["kind"] == "scenes":
         clip = make_scene_clip(case["seed"], case["scene_seconds"], case["scene_delays_ms"])
     else:
@@ -109,6 +149,10 @@ def make_clip(case: dict, folder: Path) -> tuple[Path, object]:
     else:
         media.write_video(path, clip.frames, clip.fps, audio=clip.audio,
                           sample_rate=clip.sample_rate)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, keep / (path.name + ".part"))
+        (keep / (path.name + ".part")).replace(keep / path.name)
     return path, clip
 
 
@@ -133,10 +177,11 @@ def judge(case: dict, clip, estimate) -> dict:
     return row
 
 
-def run(case: dict, model, options: SyncOptions, modes: list[str]) -> list[dict]:
+def run(case: dict, model, options: SyncOptions, modes: list[str],
+        keep: Path | None = None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        path, clip = make_clip(case, Path(scratch))
+        path, clip = make_clip(case, Path(scratch), keep)
         for mode in modes:
             opts = replace(options, exhaustive=(mode == "exhaustive"))
             started = time.perf_counter()
@@ -212,6 +257,10 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _numbers(text: str | None) -> set[float] | None:
+    return None if text is None else {float(x) for x in text.split(",") if x.strip()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     grid = parser.add_mutually_exclusive_group()
@@ -221,19 +270,43 @@ def main() -> int:
     parser.add_argument("--no-exhaustive", action="store_true")
     parser.add_argument("--exhaustive-max-seconds", type=float, default=math.inf,
                         help="run --exhaustive only on clips at most this long")
+    parser.add_argument("--lengths", help="only clips this long (s), comma-separated")
+    parser.add_argument("--drifts", help="only these drifts (ms/min), comma-separated")
+    parser.add_argument("--sources", help="only drifts made this way: clock, ffmpeg")
+    parser.add_argument("--first-seeds", type=int,
+                        help="only the first N of each cell's --seeds (the same clips)")
+    parser.add_argument("--no-scenes", action="store_true", help="leave the scene clips out")
+    parser.add_argument("--clips", type=Path, help="keep rendered clips here and reuse them")
+    parser.add_argument("--rows", type=Path, help="append each row (JSON) to this file")
+    parser.add_argument("--summarise", type=Path, nargs="+", metavar="ROWS",
+                        help="print the table and summary of rows saved by --rows, and stop")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    if args.summarise:
+        saved = [json.loads(line) for f in args.summarise
+                 for line in f.read_text().splitlines() if line.strip()]
+        print(TABLE_HEAD)
+        print(table(saved))
+        print()
+        print(summary(saved))
+        return 0
     model = load_model("demo-small", args.device)
     options = SyncOptions(device=args.device)
     rows: list[dict] = []
-    todo = cases(args.grid or "full", args.seeds)
+    sources = None if args.sources is None else set(args.sources.split(","))
+    todo = [c for c in cases(args.grid or "full", args.seeds, not args.no_scenes)
+            if wanted(c, _numbers(args.lengths), _numbers(args.drifts), sources,
+                      args.first_seeds)]
     print(TABLE_HEAD, flush=True)
     for i, case in enumerate(todo):
         modes = ["default"]
         if not args.no_exhaustive and case["seconds"] <= args.exhaustive_max_seconds:
             modes.append("exhaustive")
-        got = run(case, model, options, modes)
+        got = run(case, model, options, modes, args.clips)
         rows += got
+        if args.rows is not None:
+            with args.rows.open("a") as out:
+                out.writelines(json.dumps(r) + "\n" for r in got)
         print(table(got), flush=True)
         for r in got:
             print(f"[{i + 1}/{len(todo)}] {r['kind']} {r['source']} {r['seconds']:.0f} s "
