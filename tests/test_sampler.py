@@ -16,11 +16,13 @@ from lipsync_fix.sync import SyncOptions
 from lipsync_fix.sync.estimate import (
     RULE_OUT_SIGMAS,
     Evidence,
+    Focus,
     SegmentScores,
     _assess,
     _Assessment,
     _conclude,
     _focus,
+    _focused_peak,
     _peak_at_focus_edge,
     _sample,
 )
@@ -79,11 +81,12 @@ def run_sampler(duration_s: float, true_delay, noise_ms: float, seed: int = 0,
     evidence = Evidence(S, PER_SEGMENT // 2)
     pairs = [0]
 
-    def score(segment, first, count, shifts=None):
+    def score(segment, first, count, focus=None):
         t = (first + count / 2) / VIDEO_FPS
         delay = float(true_delay(t)) + noise_ms * rng.standard_normal()
-        scored = synthetic_scores(first, n_rows, delay, shifts, rng)
-        if shifts is not None and _peak_at_focus_edge(scored.scores, shifts, S):
+        scored = synthetic_scores(first, n_rows, delay,
+                                  None if focus is None else focus.shifts, rng)
+        if focus is not None and focus.widen(scored.scores, S):
             scored = synthetic_scores(first, n_rows, delay, None, rng)
             pairs[0] += scored_pairs(scored.scores)  # counted once more: a widening
         pairs[0] += scored_pairs(scored.scores)
@@ -234,8 +237,11 @@ def test_focus_covers_the_prediction_and_at_least_three_frames():
                                       rng=rng))
     opts = SyncOptions()
     assessment = _assess(evidence, opts, 60.0, 1.0)
-    shifts = _focus(assessment, opts, 30.0)
-    assert shifts is not None and 5 in shifts  # 200 ms = 5 frames
+    focus = _focus(assessment, opts, 30.0)
+    assert focus is not None
+    shifts = focus.shifts
+    assert 5 in shifts and focus.predicted_frames == pytest.approx(5.0, abs=0.3)
+    assert 1.0 <= focus.tolerance_frames < 3.0  # inside the window: disagreement is seen
     assert shifts.start <= 5 - 3 and shifts.stop - 1 >= 5 + 3
     assert len(shifts) < 0.6 * (2 * S + 1)
     assert _focus(assessment, SyncOptions(exhaustive=True), 30.0) is None
@@ -253,6 +259,28 @@ def test_a_reading_at_the_edge_of_the_focus_window_widens_it():
     assert _peak_at_focus_edge(below.scores, range(1, 8), S)
     at_range_edge = synthetic_scores(100, n_rows, 15 * FRAME_MS, range(9, 16))
     assert not _peak_at_focus_edge(at_range_edge.scores, range(9, 16), S)  # nothing beyond
+
+
+def test_a_reading_inside_the_focus_window_that_disagrees_widens_it():
+    """A focused window of -2..10 around a prediction of 4 frames: a segment whose curve has
+    a weak peak 3 frames from the prediction (inside, off the edge) and its strong one
+    outside the window disagrees with the fit and is read over the whole range; its
+    reading is then the strong peak. One within the tolerance does not widen."""
+    n_rows, shifts = 500, range(-2, 11)
+    focus = Focus(shifts, predicted_frames=4.0, tolerance_frames=1.5)
+    agreeing = synthetic_scores(100, n_rows, 5 * FRAME_MS, shifts)
+    assert not focus.widen(agreeing.scores, S)
+    strong = synthetic_scores(100, n_rows, 14 * FRAME_MS)  # the true peak, outside
+    weak = synthetic_scores(100, n_rows, 7 * FRAME_MS)  # a secondary peak, inside
+    both = np.maximum(strong.scores, weak.scores - 0.5)
+    focused = np.where(shift_mask(shifts, S)[None, :] | (both == OUT_OF_RANGE), both,
+                       NOT_SCORED)
+    assert not _peak_at_focus_edge(focused, shifts, S)  # the edge rule alone misses it
+    assert focus.widen(focused, S)
+    assert _focused_peak(focused, S) == 7  # what the focused read alone would say
+    assert _focused_peak(both, S) == 14  # what the widened read finds
+    edge = synthetic_scores(100, n_rows, 12 * FRAME_MS, shifts)
+    assert focus.widen(edge.scores, S)
 
 
 def test_a_widened_reading_lands_in_the_evidence_as_a_full_curve():

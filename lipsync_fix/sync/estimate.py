@@ -30,8 +30,10 @@ does.
 **Focused shifts.** Once the fit predicts a segment's offset within a few frames (every
 rival model the evidence has not ruled out included), only the shifts within ``k`` frames
 of the prediction are scored (``k`` from the prediction's uncertainty, at least
-:data:`MIN_FOCUS_FRAMES`); a segment whose peak lands at the edge of that window is
-scored again over the full range, its video windows encoded once. ``pairs_scored`` counts
+:data:`MIN_FOCUS_FRAMES`); a segment whose peak lands at the edge of that window, or
+inside it but further from the prediction than any model not ruled out allows, is scored
+again over the full range, its video windows encoded once: the fit is then wrong about
+it, and its true peak may lie outside. ``pairs_scored`` counts
 the (window, shift) pairs scored, ``pairs_available`` what scoring everything costs.
 
 **Evidence.** The verdict is ``uncertain`` (and ``fix`` acts only when asked to) unless
@@ -109,6 +111,15 @@ MIN_FOCUS_FRAMES = 3
 
 FOCUS_SIGMAS = 3.0
 """A focused window spans the prediction +- this many standard errors of a reading."""
+
+DISAGREE_SIGMAS = 2.5
+"""A focused reading further than this many standard errors (of the prediction and of one
+reading together) from every model not ruled out disagrees with the fit, and is read again
+over the whole range. Under the window's own reach (FOCUS_SIGMAS), so a reading can
+disagree inside the window, where its peak is still seen."""
+
+MIN_DISAGREE_FRAMES = 1.0
+"""A reading within a frame of the prediction never disagrees: peaks are read to a frame."""
 
 MAX_FOCUS_SHARE = 0.6
 """A focused window wider than this share of the range is not worth it: score them all."""
@@ -597,7 +608,7 @@ def estimate_sync(
     thumbnail: list[str] = []
 
     def score(segment: Segment, first_row: int, count: int,
-              shifts: range | None = None) -> None:
+              focus: Focus | None = None) -> None:
         rows = np.arange(first_row, min(n_rows, first_row + count))
         has = segment.has_face
         n = min(len(rows), max(0, len(has) - t + 1))
@@ -616,15 +627,16 @@ def estimate_sync(
             source = WindowSource(recipe, segment.crops, features, n_rows,
                                   frame_offset=segment.first,
                                   audio_offset=a // recipe.audio_hop)
-            cache = VideoCache() if shifts is not None else None
+            cache = VideoCache() if focus is not None else None
             with torch.inference_mode():
-                scores = score_rows(model, source, use, score_opts, shifts=shifts,
+                scores = score_rows(model, source, use, score_opts,
+                                    shifts=None if focus is None else focus.shifts,
                                     video_cache=cache)
                 counters["pairs"] += scored_pairs(scores)
-                if shifts is not None and _peak_at_focus_edge(scores, shifts, s):
+                if focus is not None and focus.widen(scores, s):
                     # the offset is not where the fit said: read this segment over the
                     # whole range (its video windows are in the cache)
-                    rest = [c for c in range(-s, s + 1) if c not in shifts]
+                    rest = [c for c in range(-s, s + 1) if c not in focus.shifts]
                     more = score_rows(model, source, use, score_opts, shifts=rest,
                                       video_cache=cache)
                     scores = np.where(np.isnan(scores), more, scores)
@@ -690,10 +702,10 @@ def _sample(reader, evidence, score, opts: SyncOptions, n_rows: int, per_segment
             break
         focus = [_focus(assessment, opts, (first + per_segment / 2) / VIDEO_FPS)
                  for first in firsts]
-        for first, shifts, segment in zip(firsts, focus,
-                                          reader.segments(firsts, per_segment + t - 1),
-                                          strict=True):
-            score(segment, first, per_segment, shifts)
+        for first, aim, segment in zip(firsts, focus,
+                                       reader.segments(firsts, per_segment + t - 1),
+                                       strict=True):
+            score(segment, first, per_segment, aim)
         plan.take(firsts)
         if progress:
             progress("segments", len(plan.taken), plan.budget)
@@ -905,9 +917,41 @@ def _place(plan: _Plan, assessment: _Assessment, n: int) -> list[int]:
     return chosen
 
 
-def _focus(assessment: _Assessment, opts: SyncOptions, time_s: float) -> range | None:
-    """The shifts (frames) worth scoring for a segment at ``time_s``: within ``k`` frames
-    of the fitted model's prediction, ``k`` covering every rival not ruled out and
+@dataclass(frozen=True)
+class Focus:
+    """A focused search of one segment: the shifts (frames) scored, and the readings that
+    agree with the fit (within ``tolerance_frames`` of ``predicted_frames``: the reach of
+    every model not ruled out, plus :data:`DISAGREE_SIGMAS` standard errors)."""
+
+    shifts: range
+    predicted_frames: float
+    tolerance_frames: float
+
+    def widen(self, scores: np.ndarray, max_shift: int) -> bool:
+        """Whether the segment must be read over the whole range: its peak is on the
+        window's edge (:func:`_peak_at_focus_edge`), or inside it but disagrees with
+        the fit (a step the fit does not know of, a reading the model got wrong: either
+        way the focused window was placed by a prediction that failed here)."""
+        if _peak_at_focus_edge(scores, self.shifts, max_shift):
+            return True
+        peak = _focused_peak(scores, max_shift)
+        return peak is not None and abs(peak - self.predicted_frames) > self.tolerance_frames
+
+
+def _focused_peak(scores: np.ndarray, max_shift: int) -> int | None:
+    """The shift (frames) a segment's mean curve over its scored shifts peaks at."""
+    valid = np.isfinite(scores) & (scores != OUT_OF_RANGE)
+    counts = valid.sum(axis=0)
+    if not counts.any():
+        return None
+    curve = np.where(counts > 0, np.where(valid, scores, 0.0).sum(axis=0)
+                     / np.maximum(counts, 1), -np.inf)
+    return int(np.argmax(curve)) - max_shift
+
+
+def _focus(assessment: _Assessment, opts: SyncOptions, time_s: float) -> Focus | None:
+    """The focused search for a segment at ``time_s``: the shifts within ``k`` frames of
+    the fitted model's prediction, ``k`` covering every rival not ruled out and
     :data:`FOCUS_SIGMAS` standard errors of the prediction and of one reading (at least
     :data:`MIN_FOCUS_FRAMES`); None (every shift) before there is a fit, with
     ``exhaustive`` or without ``focus_shifts``, or when that window would be wide."""
@@ -925,27 +969,25 @@ def _focus(assessment: _Assessment, opts: SyncOptions, time_s: float) -> range |
         return None
     reach = max((abs(float(m.offset_at(time_s)) - centre) for m in assessment.rivals),
                 default=0.0)
-    half_width = reach + FOCUS_SIGMAS * math.hypot(predicted_se, fit.noise_ms)
-    k = max(MIN_FOCUS_FRAMES, math.ceil(half_width / FRAME_MS))
+    sigma = math.hypot(predicted_se, fit.noise_ms)
+    k = max(MIN_FOCUS_FRAMES, math.ceil((reach + FOCUS_SIGMAS * sigma) / FRAME_MS))
     if 2 * k + 1 > MAX_FOCUS_SHARE * (2 * s + 1):
         return None
     c = round(centre / FRAME_MS)
     lo, hi = max(-s, c - k), min(s, c + k)
     if hi - lo < 2:  # a prediction beyond the range: search all of it
         return None
-    return range(lo, hi + 1)
+    tolerance = max(MIN_DISAGREE_FRAMES, (reach + DISAGREE_SIGMAS * sigma) / FRAME_MS)
+    return Focus(range(lo, hi + 1), centre / FRAME_MS, tolerance)
 
 
 def _peak_at_focus_edge(scores: np.ndarray, shifts: range, max_shift: int) -> bool:
     """Whether a focused segment's mean curve peaks on the first or last shift of its
     window where that is not also the range's edge: the true peak may lie outside."""
-    valid = np.isfinite(scores) & (scores != OUT_OF_RANGE)
-    counts = valid.sum(axis=0)
-    if not counts.any():
+    peak = _focused_peak(scores, max_shift)
+    if peak is None:
         return False
-    curve = np.where(counts > 0, np.where(valid, scores, 0.0).sum(axis=0)
-                     / np.maximum(counts, 1), -np.inf)
-    peak = int(np.argmax(curve)) - max_shift
+    counts = (np.isfinite(scores) & (scores != OUT_OF_RANGE)).sum(axis=0)
     lowest = min(c - max_shift for c in np.nonzero(counts)[0])
     highest = max(c - max_shift for c in np.nonzero(counts)[0])
     return (peak == lowest and peak > -max_shift and lowest == shifts.start) or \
