@@ -106,6 +106,13 @@ the smallest the tool must catch (two frames over the clip), so a bound at one s
 error keeps such a drift at least three standard errors from a ``constant``; two would
 make a 20 s clip of ordinary 15 ms readings unable to stop at all."""
 
+SLOPE_PRECISION = 0.2
+"""Share of a drift's slope that +-:data:`STOP_SIGMAS` standard errors of it should stay
+within before the sampler stops reading: a slope within 20 % of the truth. The fix needs
+less (its delay within a frame at the clip's ends, which the stopping rule asks for
+anyway), so this only asks for more readings while the cap allows them; a drift that
+reaches the cap with its slope looser than this is not made ``uncertain`` for it."""
+
 MIN_FOCUS_FRAMES = 3
 """The narrowest focused search: +-3 frames around the predicted offset."""
 
@@ -690,8 +697,9 @@ def _sample(reader, evidence, score, opts: SyncOptions, n_rows: int, per_segment
     """Score segments in rounds until :func:`_assess` finds the hypotheses settled, each
     round placed by :func:`_place` and read in one batch (the reader decodes the next
     segments while this one is scored). Returns the note saying what stayed open when
-    ``max_segments`` stopped it first (None when it stopped on evidence, or when every
-    segment was scored: that is the exhaustive estimate's evidence)."""
+    ``max_segments`` stopped it first (None when it stopped on evidence, when only what
+    the assessment would ``refine`` was left, or when every segment was scored: that is
+    the exhaustive estimate's evidence)."""
     plan = _Plan.of(sampling_order(n_rows, per_segment, voiced), n_rows, per_segment,
                     spoken_segments(n_rows, per_segment, voiced), opts.max_segments)
     assessment = _Assessment.first()
@@ -713,7 +721,7 @@ def _sample(reader, evidence, score, opts: SyncOptions, n_rows: int, per_segment
                              assessment.fit.kind if assessment.fit is not None else None)
         if assessment.settled:
             return None
-    if not plan.remaining():
+    if not plan.remaining() or not assessment.open:
         return None
     return (f"stopped at --max-segments {opts.max_segments} with "
             f"{'; '.join(assessment.open)} (score more segments, or --exhaustive)")
@@ -757,7 +765,9 @@ class _Plan:
 @dataclass(frozen=True)
 class _Assessment:
     """What the readings so far settle. ``open`` names, in words, each hypothesis not yet
-    confirmed or ruled out; ``target`` is what the next segments should pin down
+    confirmed or ruled out (what makes a capped estimate ``uncertain``); ``refine`` what
+    is settled enough to act on but worth more readings while the cap allows
+    (:data:`SLOPE_PRECISION`); ``target`` is what the next segments should pin down
     (``level``: any reading helps; ``slope``: readings far apart; ``step``: readings
     beside ``break_s``)."""
 
@@ -767,6 +777,7 @@ class _Assessment:
     break_s: float | None = None
     fit: OffsetFit | None = None
     rivals: tuple[OffsetModel, ...] = ()  # models the evidence has not ruled out
+    refine: tuple[str, ...] = ()
 
     @classmethod
     def first(cls) -> _Assessment:
@@ -778,18 +789,22 @@ def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
     """The stopping rule: a test of the hypotheses the tool acts on.
 
     ``constant`` is settled when its delay is known within a frame (+-:data:`STOP_SIGMAS`
-    standard errors inside half a frame), the straight line's slope interval
+    standard errors inside a frame, what the old rule's 95 % of bootstrap resamples within
+    a frame asked of it), the straight line's slope interval
     (:data:`RULE_OUT_SIGMAS`) keeps its change over the clip below
     :attr:`TimelineOptions.rule_out_change_ms` (a usable drift is ruled out) and no step is
     supported. ``drift`` is settled when its slope is known to
     that change over the clip (the same interval) and its delay within a frame at both
     ends of the clip (what the fix's resampling is then off by); ``piecewise`` when each span's
     delay is known within a frame and each break lies between readings at most two
-    segments apart (or at a scene cut). A ``drift`` or ``piecewise`` model also needs to
-    have won the round before (``previous_kind``): a model the readings of one round
-    suggest is confirmed by the next round, placed to test it (six readings of a constant
-    can make a decisive-looking slope). A stability test of the constant alone (the old
-    rule) stops on ten loose readings of a 60 s clip whose slope is still +-45 ms/min.
+    segments apart (or at a scene cut). Whichever model it is also needs to have won the
+    round before (``previous_kind``): a model the readings of one round suggest is
+    confirmed by the next round, placed to test it (six readings of a constant can make a
+    decisive-looking slope, or agree by chance so well that their own noise looks small
+    and a drift seems ruled out). A drift whose slope is settled but still wider than
+    :data:`SLOPE_PRECISION` of it is read on while the cap allows (``refine``). A stability
+    test of the constant alone (the old rule) stops on ten loose readings of a 60 s clip
+    whose slope is still +-45 ms/min.
     """
     if evidence.usable_windows < opts.min_usable_windows or len(evidence.votes()) < 2:
         return _Assessment(False, ("too few windows with a face and a voice",))
@@ -798,15 +813,15 @@ def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
     except UncertainEstimateError as exc:
         return _Assessment(False, (str(exc),))
     timeline = opts.timeline
-    level_ms, change_ms = FRAME_MS / 2, timeline.rule_out_change_ms
+    level_ms, change_ms = FRAME_MS, timeline.rule_out_change_ms
     rivals = tuple(model for name, model in fit.rivals.items()
                    if name != fit.kind and fit.bic[name] < fit.bic[fit.kind]
                    + timeline.decisive_bic)
     model = fit.model
     open_: list[str] = []
+    refine: list[str] = []
     target, break_s = "level", None
     span = model.spans[0]
-
     def loose(uncertainty: float | None) -> bool:
         return uncertainty is None or STOP_SIGMAS * uncertainty > level_ms
 
@@ -839,6 +854,11 @@ def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
             open_.append(f"the drift's delay at the clip's ends known only to "
                          f"+-{_pm(worst_se)} ms")
             target = "slope"
+        slope = abs(model.drift_ms_per_min)
+        if slope_se is not None and STOP_SIGMAS * slope_se > SLOPE_PRECISION * slope:
+            refine.append(f"the drift's slope known to +-{_pm(slope_se)} ms/min, more "
+                          f"than {100 * SLOPE_PRECISION:.0f} % of it")
+            target = "slope"
     else:
         for part in model.spans:
             if loose(part.uncertainty_ms):
@@ -862,13 +882,17 @@ def _assess(evidence: Evidence, opts: SyncOptions, duration_s: float,
         open_.append(f"a drift not ruled out against the steps (criteria "
                      f"{fit.bic['drift']:.0f} and {fit.bic['piecewise']:.0f})")
         target = "level"  # readings between the ones so far tell a line from steps
-    if not open_ and model.kind != "constant" and previous_kind != model.kind:
+    # Whatever won is confirmed by the next round before the sampler stops: six readings
+    # can agree by chance (their noise, measured on them, then looks small) or make a
+    # decisive-looking slope; four more, placed to test the winner, rarely do both.
+    if not open_ and previous_kind != model.kind:
         open_.append(f"the {model.kind} not yet confirmed by a second round")
-        if model.kind == "drift":
-            target = "slope"
-        else:
+        if model.kind == "piecewise":
             target, break_s = "step", model.breaks[0]
-    return _Assessment(not open_, tuple(open_), target, break_s, fit, rivals)
+        else:
+            target = "slope"  # a constant's danger, and a drift's measure
+    return _Assessment(not open_ and not refine, tuple(open_), target, break_s, fit, rivals,
+                       tuple(refine))
 
 
 def _pm(uncertainty: float | None, sigmas: float = STOP_SIGMAS) -> str:
@@ -996,14 +1020,18 @@ def _peak_at_focus_edge(scores: np.ndarray, shifts: range, max_shift: int) -> bo
 
 def sampling_order(n_rows: int, per_segment: int, voiced: np.ndarray) -> list[int]:
     """First windows of the segments a sampled estimate may score, in the order it scores
-    them when nothing in particular is open: spread over the clip, those with a voice
-    first."""
+    them when nothing in particular is open: the first and the last voiced segment, then
+    spread over the clip, those with a voice first. The two ends come first because a
+    slope is read off the spread of the readings' times: a first round spread over only
+    the clip's first three quarters (the plain low-discrepancy order) can miss a drift,
+    and six readings that agree by chance then settle it."""
     starts = segment_starts(n_rows, per_segment, partial=False)
     voice = spoken_segments(n_rows, per_segment, voiced)
     spoken = [i for i, a in enumerate(starts) if a in voice]
     quiet = [i for i in range(len(starts)) if i not in set(spoken)]
-    order = [spoken[j] for j in spread_order(len(spoken))] + \
-        [quiet[j] for j in spread_order(len(quiet))]
+    ends = [0, len(spoken) - 1] if len(spoken) > 1 else []
+    inner = ends + [j for j in spread_order(len(spoken)) if j not in ends]
+    order = [spoken[j] for j in inner] + [quiet[j] for j in spread_order(len(quiet))]
     return [starts[i] for i in order]
 
 
