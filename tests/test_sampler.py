@@ -29,6 +29,7 @@ from lipsync_fix.sync.estimate import (
     _sample,
     sampling_order,
     spoken_segments,
+    whole_segments,
 )
 from lipsync_fix.sync.scoring import (
     NOT_SCORED,
@@ -245,6 +246,21 @@ def test_the_first_round_reads_both_ends_of_the_voiced_clip():
     assert order[:2] == [spoken[0], spoken[-1]]
     assert sorted(order[: len(spoken)]) == spoken  # voiced ones first, each once
     assert len(set(order)) == len(order)
+
+
+def test_segments_at_the_clips_edges_are_read_after_the_whole_ones():
+    """The first and last segments score their outer shifts on fewer windows (no audio
+    beyond the clip), which biases their readings: the ends a slope is read from are the
+    outermost segments whose every shift is in range, and edge segments come last."""
+    n_rows = 60 * 25 - T
+    voiced = np.ones(n_rows, bool)
+    order = sampling_order(n_rows, PER_SEGMENT, voiced, max_shift=S)
+    whole = whole_segments(n_rows, PER_SEGMENT, S)
+    starts = sorted(spoken_segments(n_rows, PER_SEGMENT, voiced))
+    edges = [a for a in starts if a not in whole]
+    assert edges == [starts[0], starts[-1]]  # 0 and the last: within 15 windows of an end
+    assert order[:2] == [min(whole), max(whole)]
+    assert sorted(order[-2:]) == edges and sorted(order) == starts
 
 
 def test_six_readings_that_agree_by_chance_do_not_settle_a_drifting_clip():

@@ -700,8 +700,9 @@ def _sample(reader, evidence, score, opts: SyncOptions, n_rows: int, per_segment
     ``max_segments`` stopped it first (None when it stopped on evidence, when only what
     the assessment would ``refine`` was left, or when every segment was scored: that is
     the exhaustive estimate's evidence)."""
-    plan = _Plan.of(sampling_order(n_rows, per_segment, voiced), n_rows, per_segment,
-                    spoken_segments(n_rows, per_segment, voiced), opts.max_segments)
+    plan = _Plan.of(sampling_order(n_rows, per_segment, voiced, opts.max_shift), n_rows,
+                    per_segment, spoken_segments(n_rows, per_segment, voiced),
+                    whole_segments(n_rows, per_segment, opts.max_shift), opts.max_segments)
     assessment = _Assessment.first()
     while len(plan.taken) < plan.budget:
         take = opts.first_round if not plan.taken else opts.round_size
@@ -733,6 +734,19 @@ def spoken_segments(n_rows: int, per_segment: int, voiced: np.ndarray) -> set[in
             if voiced[a : a + per_segment].mean() >= 0.25}
 
 
+def whole_segments(n_rows: int, per_segment: int, max_shift: int) -> set[int]:
+    """First windows of the segments each of whose windows has every shift in range.
+
+    A segment within ``max_shift`` windows of the clip's start or end scores its outer
+    shifts on fewer windows (there is no audio beyond the clip), so those columns of its
+    curve are noisier and its peak leans toward them: the last segment of a clip reads
+    late, by 20-70 ms on the sweep's 60 s clips. One such reading among seventy hardly
+    moves the exhaustive fit; among the dozen, placed at the clip's ends, that measure a
+    sampled slope it did (105 ms/min for 80). The sampler reads them last."""
+    return {a for a in segment_starts(n_rows, per_segment, partial=False)
+            if a >= max_shift and a + per_segment - 1 + max_shift < n_rows}
+
+
 @dataclass
 class _Plan:
     """What the sampler may still read: every segment in the spread order (voiced ones
@@ -740,6 +754,7 @@ class _Plan:
 
     order: list[int]
     spoken: set[int]
+    whole: set[int]  # segments with every shift of every window in range
     per_segment: int
     n_rows: int
     budget: int
@@ -747,8 +762,9 @@ class _Plan:
 
     @classmethod
     def of(cls, order: list[int], n_rows: int, per_segment: int, spoken: set[int],
-           max_segments: int) -> _Plan:
-        return cls(order, spoken, per_segment, n_rows, min(max_segments, len(order)))
+           whole: set[int], max_segments: int) -> _Plan:
+        return cls(order, spoken, whole, per_segment, n_rows,
+                   min(max_segments, len(order)))
 
     def take(self, firsts: list[int]) -> None:
         self.taken.extend(firsts)
@@ -909,7 +925,8 @@ def _place(plan: _Plan, assessment: _Assessment, n: int) -> list[int]:
     """The next ``n`` segments: where they shrink what :func:`_assess` left open most.
 
     A slope's standard error shrinks with the spread of the readings' times, so a slope
-    gets the unread voiced segments nearest the clip's two ends, alternately; a suspected
+    gets the unread voiced segments nearest the clip's two ends (of those whose every
+    shift is in range, :func:`whole_segments`), alternately; a suspected
     step gets those nearest its break on either side, alternately; anything else (the
     delay itself, the first round) the next ones of the spread order. A quarter of every
     targeted round still follows the spread order, so what happens between the ends is
@@ -925,10 +942,11 @@ def _place(plan: _Plan, assessment: _Assessment, n: int) -> list[int]:
         at = assessment.break_s
         sides = (sorted((f for f in spoken if times[f] < at), key=lambda f: at - times[f]),
                  sorted((f for f in spoken if times[f] >= at), key=lambda f: times[f] - at))
-    else:
+    else:  # the ends, of the segments whose readings lean on no edge of the clip
+        ends = [f for f in spoken if f in plan.whole] or spoken
         middle = 0.5 * (min(times.values()) + max(times.values()))
-        sides = (sorted((f for f in spoken if times[f] < middle), key=times.get),
-                 sorted((f for f in spoken if times[f] >= middle), key=lambda f: -times[f]))
+        sides = (sorted((f for f in ends if times[f] < middle), key=times.get),
+                 sorted((f for f in ends if times[f] >= middle), key=lambda f: -times[f]))
     aimed = max(1, math.ceil(ENDS_SHARE * n))
     chosen: list[int] = []
     queues = [list(side) for side in sides]
@@ -1018,21 +1036,26 @@ def _peak_at_focus_edge(scores: np.ndarray, shifts: range, max_shift: int) -> bo
         (peak == highest and peak < max_shift and highest == shifts.stop - 1)
 
 
-def sampling_order(n_rows: int, per_segment: int, voiced: np.ndarray) -> list[int]:
+def sampling_order(n_rows: int, per_segment: int, voiced: np.ndarray,
+                   max_shift: int = 0) -> list[int]:
     """First windows of the segments a sampled estimate may score, in the order it scores
-    them when nothing in particular is open: the first and the last voiced segment, then
-    spread over the clip, those with a voice first. The two ends come first because a
-    slope is read off the spread of the readings' times: a first round spread over only
-    the clip's first three quarters (the plain low-discrepancy order) can miss a drift,
-    and six readings that agree by chance then settle it."""
+    them when nothing in particular is open: the first and the last voiced segment whose
+    every shift is in range (:func:`whole_segments`), then the other voiced ones spread
+    over the clip, then the voiced ones at the clip's edges, then the quiet ones. The two
+    ends come first because a slope is read off the spread of the readings' times: a
+    first round spread over only the clip's first three quarters (the plain
+    low-discrepancy order) can miss a drift, and six readings that agree by chance then
+    settle it."""
     starts = segment_starts(n_rows, per_segment, partial=False)
     voice = spoken_segments(n_rows, per_segment, voiced)
-    spoken = [i for i, a in enumerate(starts) if a in voice]
-    quiet = [i for i in range(len(starts)) if i not in set(spoken)]
+    whole = whole_segments(n_rows, per_segment, max_shift)
+    spoken = [a for a in starts if a in voice and a in whole]
+    edges = [a for a in starts if a in voice and a not in whole]
+    quiet = [a for a in starts if a not in voice]
     ends = [0, len(spoken) - 1] if len(spoken) > 1 else []
     inner = ends + [j for j in spread_order(len(spoken)) if j not in ends]
-    order = [spoken[j] for j in inner] + [quiet[j] for j in spread_order(len(quiet))]
-    return [starts[i] for i in order]
+    return [spoken[j] for j in inner] + [edges[j] for j in spread_order(len(edges))] + \
+        [quiet[j] for j in spread_order(len(quiet))]
 
 
 def first_reads(reader: ClipReader, window_frames: int, opts: SyncOptions
@@ -1048,7 +1071,7 @@ def first_reads(reader: ClipReader, window_frames: int, opts: SyncOptions
     if opts.exhaustive:
         return segment_starts(n_rows, per_segment, partial=True), per_segment + t - 1
     voiced = reader.voiced(n_rows, t, opts.min_voice_rms)
-    order = sampling_order(n_rows, per_segment, voiced) if voiced.any() else []
+    order = sampling_order(n_rows, per_segment, voiced, opts.max_shift) if voiced.any() else []
     return order[: min(opts.first_round, opts.max_segments)], per_segment + t - 1
 
 
