@@ -128,6 +128,12 @@ disagree inside the window, where its peak is still seen."""
 MIN_DISAGREE_FRAMES = 1.0
 """A reading within a frame of the prediction never disagrees: peaks are read to a frame."""
 
+FOCUS_MIN_AGREEMENT = 0.8
+"""Share of the readings so far that must fit the model (inlier probability at least a
+half) before it may focus anything: a model half the readings contradict (a constant
+fitted across two scenes) predicts nothing, and a window placed by it can hold a
+secondary peak of the segment, off the window's edge, that then reads as agreement."""
+
 MAX_FOCUS_SHARE = 0.6
 """A focused window wider than this share of the range is not worth it: score them all."""
 
@@ -521,7 +527,18 @@ class Evidence:
             typical = float(np.median(widths))
             readings = [replace(r, spread=typical) if f else r
                         for r, f in zip(readings, focused, strict=True)]
-        return fit_offset_model(readings, self.cuts_s, options, duration_s=duration_s)
+        return fit_offset_model(readings, self.cuts_s, options, duration_s=duration_s,
+                                cuts_complete=self.covers(duration_s))
+
+    def covers(self, duration_s: float) -> bool:
+        """Whether the segments together looked at every frame of a clip this long (so
+        every scene cut in it was seen)."""
+        reach = 0
+        for segment in sorted(self.segments, key=lambda s: s.first_frame):
+            if segment.first_frame > reach:
+                return False
+            reach = max(reach, segment.first_frame + segment.n_frames)
+        return reach >= duration_s * VIDEO_FPS - FRAMES_PER_WINDOW
 
     def stability(self, seed: int = 0) -> float:
         """Share of bootstrap resamples of the segments whose clip curve peaks within one
@@ -995,10 +1012,13 @@ def _focus(assessment: _Assessment, opts: SyncOptions, time_s: float) -> Focus |
     """The focused search for a segment at ``time_s``: the shifts within ``k`` frames of
     the fitted model's prediction, ``k`` covering every rival not ruled out and
     :data:`FOCUS_SIGMAS` standard errors of the prediction and of one reading (at least
-    :data:`MIN_FOCUS_FRAMES`); None (every shift) before there is a fit, with
-    ``exhaustive`` or without ``focus_shifts``, or when that window would be wide."""
+    :data:`MIN_FOCUS_FRAMES`); None (every shift) before there is a fit, while the fit
+    leaves more than a fifth of the readings unexplained (:data:`FOCUS_MIN_AGREEMENT`),
+    with ``exhaustive`` or without ``focus_shifts``, or when that window would be wide."""
     fit = assessment.fit
     if fit is None or opts.exhaustive or not opts.focus_shifts:
+        return None
+    if not fit.points or np.mean([r.inlier >= 0.5 for r in fit.points]) < FOCUS_MIN_AGREEMENT:
         return None
     s = opts.max_shift
     centre = float(fit.model.offset_at(time_s))

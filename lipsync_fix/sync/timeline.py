@@ -724,11 +724,15 @@ def fit_offset_model(
     scene_cuts_s: Sequence[float] = (),
     options: TimelineOptions | None = None,
     duration_s: float | None = None,
+    cuts_complete: bool = True,
 ) -> OffsetFit:
     """Choose and fit the offset model that the segments' evidence supports.
 
     ``scene_cuts_s`` (video times of hard cuts, if the caller detected them) are where a
     ``piecewise`` model may break; without them it may break anywhere, to about a frame.
+    A caller that looked at only part of the clip (a sampled estimate) passes the cuts it
+    saw with ``cuts_complete=False``: a cut between two of its segments went unseen, so
+    breaks may fall anywhere, and a break near a seen cut is still placed on it.
     ``options.model`` other than ``auto`` forces that model. ``duration_s`` (the clip's
     length) makes the last part reach the end of the clip rather than of the evidence.
     """
@@ -759,7 +763,7 @@ def fit_offset_model(
     plausible = abs(60.0 * b1) <= MAX_DRIFT_MS_PER_MIN
     bic["drift"] = -2 * ll1 + 2 * log_n if plausible else math.inf
     # piecewise
-    spans, pw_cost = _piecewise(p, grid, scene_cuts_s, opts, log_n)
+    spans, pw_cost = _piecewise(p, grid, scene_cuts_s, opts, log_n, cuts_complete)
     bic["piecewise"] = pw_cost
 
     kind = opts.model
@@ -809,12 +813,13 @@ def _line_fit(p: _Points, a: float, b: float) -> LineFit:
 
 def _piecewise(
     p: _Points, grid: np.ndarray, scene_cuts_s: Sequence[float], opts: TimelineOptions,
-    log_n: float,
+    log_n: float, cuts_complete: bool = True,
 ) -> tuple[list[int], float]:
     """The best split into constant spans, with steps of at least ``min_step_ms``; returns
-    the span starts (point indices) and its BIC."""
+    the span starts (point indices) and its BIC. Breaks are taken only at the cuts when
+    they are ``cuts_complete`` (every frame of the clip was looked at), else anywhere."""
     cuts = np.sort(np.asarray(list(scene_cuts_s), dtype=np.float64))
-    if len(cuts):
+    if len(cuts) and cuts_complete:
         # A span may start at the first point after a cut.
         candidates = np.unique(np.concatenate([[0], np.searchsorted(p.t, cuts)]))
         candidates = candidates[candidates < p.n]
