@@ -376,3 +376,27 @@ def test_a_widened_reading_lands_in_the_evidence_as_a_full_curve():
     assert math.isclose(fit.model.breaks[0], 30.0, abs_tol=2.0)
     assert note is None, note
 
+
+
+def test_no_focus_while_the_fit_leaves_many_readings_unexplained():
+    """Twelve readings of 0 ms and, in the same clip, four of +320 ms (another scene the
+    fit has not split off yet): the constant predicts nothing for the next segment, so it
+    is read over the whole range. With one stray reading it is focused."""
+    n_rows = 60 * 25 - T
+
+    def assessment_with(strays: int) -> _Assessment:
+        rng = np.random.default_rng(8)
+        evidence = Evidence(S, PER_SEGMENT // 2)
+        firsts = list(range(0, n_rows - PER_SEGMENT, 4 * PER_SEGMENT))[:16]
+        for i, first in enumerate(firsts):
+            delay = 320.0 if i % 4 == 3 and i // 4 < strays else 0.0
+            evidence.add(synthetic_scores(first, n_rows, delay + 3.0 * rng.standard_normal(),
+                                          rng=rng))
+        return _assess(evidence, SyncOptions(), 60.0, 1.0, previous_kind="constant")
+
+    mixed = assessment_with(4)
+    assert mixed.fit is not None and mixed.fit.kind == "constant"
+    assert mixed.fit.noise_ms < 10.0  # the strays do not blur the prediction itself
+    assert _focus(mixed, SyncOptions(), 30.0) is None
+    clean = assessment_with(1)
+    assert clean.fit is not None and _focus(clean, SyncOptions(), 30.0) is not None

@@ -342,3 +342,19 @@ def test_a_focused_curve_keeps_the_spread_it_is_given():
     assert focused.spread < 0.8 * full.spread  # why the override exists
     given = measure_segment(SegmentEvidence(0, 1, SHIFTS, window, 21, spread=full.spread))
     assert given.spread == full.spread
+
+
+def test_a_sampled_fit_may_break_between_its_segments_where_no_cut_was_seen():
+    """A step at 12 s; the only cut the sampled segments saw is at 5 s (a cut with no
+    step). Told the cuts are all there are, the fit cannot break at 12 s; told it saw only
+    some (``cuts_complete=False``), it breaks there."""
+    rng = np.random.default_rng(12)
+    evidence = [e for e in make_evidence(rng, 24.0, lambda t: -200.0 if t < 12.0 else 160.0)
+                if int(e.start_s) % 2 == 0]  # every other second: a sampled estimate
+    complete = fit_offset_model(evidence, [5.0], duration_s=24.0)
+    assert complete.kind != "piecewise" or all(abs(b - 12.0) > 1.0 for b in complete.model.breaks)
+    partial = fit_offset_model(evidence, [5.0], duration_s=24.0, cuts_complete=False)
+    assert partial.kind == "piecewise"
+    assert len(partial.model.breaks) == 1 and abs(partial.model.breaks[0] - 12.0) <= 1.5
+    levels = [span.audio_delay_ms for span in partial.model.spans]
+    assert levels == pytest.approx([-200.0, 160.0], abs=20.0)
