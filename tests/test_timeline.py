@@ -358,3 +358,23 @@ def test_a_sampled_fit_may_break_between_its_segments_where_no_cut_was_seen():
     assert len(partial.model.breaks) == 1 and abs(partial.model.breaks[0] - 12.0) <= 1.5
     levels = [span.audio_delay_ms for span in partial.model.spans]
     assert levels == pytest.approx([-200.0, 160.0], abs=20.0)
+
+
+@pytest.mark.parametrize("seed", [285, 286, 287])
+def test_breaks_between_overlapping_segments_never_cross(seed):
+    """A 5-frame context reads 0.2 s segments 0.04 s apart, so neighbours overlap: each
+    break is refined between its two segments' centres, so neighbouring breaks cannot
+    cross and every span ends after it starts (seed 285 made a span end before it began:
+    an internal error in `score --window 5` on a random model)."""
+    rng = np.random.default_rng(seed)
+    levels: list[float] = []
+    while len(levels) < 32:
+        levels += [float(rng.choice([-320.0, 0.0, 280.0, 520.0]))] * int(rng.integers(3, 6))
+    evidence = [SegmentEvidence(0.2 + 0.04 * k, 0.4 + 0.04 * k, SHIFTS,
+                                np.exp(-0.5 * ((SHIFTS - levels[k]) / 60.0) ** 2)
+                                + rng.normal(0, 0.3, SHIFTS.size), windows=1)
+                for k in range(32)]
+    fit = fit_offset_model(evidence, [], duration_s=2.4, cuts_complete=False)
+    for model in fit.rivals.values():
+        assert list(model.breaks) == sorted(model.breaks)
+        assert all(span.end_s >= span.start_s for span in model.spans)

@@ -872,9 +872,12 @@ def _piecewise_model(
             middle = 0.5 * (p.t[last] + p.t[first])
             breaks.append(float(inside[np.argmin(np.abs(inside - middle))]))
         else:
-            breaks.append(_refine_break(
+            # Between the two segments' centres: overlapping segments (a short context)
+            # would otherwise let neighbouring breaks cross.
+            refined = _refine_break(
                 p, np.arange(bounds[k - 1], last), np.arange(first + 1, bounds[k + 1]),
-                last, first, levels[k - 1], levels[k]))
+                last, first, levels[k - 1], levels[k])
+            breaks.append(float(np.clip(refined, p.t[last], p.t[first])))
     edges = [clip_start, *breaks, clip_end]
     spans = []
     for k in range(len(starts)):
