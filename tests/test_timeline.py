@@ -362,10 +362,10 @@ def test_a_sampled_fit_may_break_between_its_segments_where_no_cut_was_seen():
 
 @pytest.mark.parametrize("seed", [285, 286, 287])
 def test_breaks_between_overlapping_segments_never_cross(seed):
-    """A 5-frame context reads 0.2 s segments 0.04 s apart, so neighbours overlap: each
-    break is refined between its two segments' centres, so neighbouring breaks cannot
-    cross and every span ends after it starts (seed 285 made a span end before it began:
-    an internal error in `score --window 5` on a random model)."""
+    """A 5-frame context reads 0.2 s segments 0.04 s apart, so neighbours overlap, and so
+    do the ranges their breaks are refined in: neighbouring breaks must not cross, and
+    every span ends after it starts (seed 285 made a span end before it began: an
+    internal error in `score --window 5` on a random model)."""
     rng = np.random.default_rng(seed)
     levels: list[float] = []
     while len(levels) < 32:

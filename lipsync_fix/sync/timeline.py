@@ -872,12 +872,12 @@ def _piecewise_model(
             middle = 0.5 * (p.t[last] + p.t[first])
             breaks.append(float(inside[np.argmin(np.abs(inside - middle))]))
         else:
-            # Between the two segments' centres: overlapping segments (a short context)
-            # would otherwise let neighbouring breaks cross.
-            refined = _refine_break(
+            breaks.append(_refine_break(
                 p, np.arange(bounds[k - 1], last), np.arange(first + 1, bounds[k + 1]),
-                last, first, levels[k - 1], levels[k])
-            breaks.append(float(np.clip(refined, p.t[last], p.t[first])))
+                last, first, levels[k - 1], levels[k]))
+    # Overlapping segments (a short context) give neighbouring breaks overlapping ranges
+    # to be refined in: where two cross, the later takes the earlier's place.
+    breaks = [float(b) for b in np.maximum.accumulate(breaks)] if breaks else []
     edges = [clip_start, *breaks, clip_end]
     spans = []
     for k in range(len(starts)):
