@@ -416,6 +416,19 @@ class SyncEstimate:
 # --------------------------------------------------------------------------- evidence
 
 
+def column_sums(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per shift, the sum of a segment's scored windows and how many there are (a column
+    out of range, :data:`OUT_OF_RANGE`, or left out by a focused search counts none)."""
+    valid = (scores != OUT_OF_RANGE) & np.isfinite(scores)
+    return np.where(valid, scores, 0.0).sum(axis=0, dtype=np.float64), valid.sum(axis=0)
+
+
+def mean_curve(scores: np.ndarray) -> np.ndarray:
+    """A segment's mean score per shift, -inf where no window was scored."""
+    sums, counts = column_sums(scores)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
+
+
 @dataclass
 class SegmentScores:
     """The scored windows of one segment (strict edge rule: out-of-clip columns hold
@@ -435,9 +448,7 @@ class SegmentScores:
         return bool(np.isnan(self.scores).any())
 
     def column_sums(self) -> tuple[np.ndarray, np.ndarray]:
-        valid = (self.scores != OUT_OF_RANGE) & np.isfinite(self.scores)
-        return (np.where(valid, self.scores, 0.0).sum(axis=0, dtype=np.float64),
-                valid.sum(axis=0))
+        return column_sums(self.scores)
 
     @property
     def time_s(self) -> float:
@@ -494,9 +505,8 @@ class Evidence:
         out = []
         for segment in self.segments:
             if len(segment.rows) >= self.min_vote_rows:
-                sums, counts = segment.column_sums()
-                curve = np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
-                out.append((segment, int(np.argmax(curve)) - self.max_shift))
+                out.append((segment, int(np.argmax(mean_curve(segment.scores)))
+                            - self.max_shift))
         return out
 
     @property
@@ -999,13 +1009,8 @@ class Focus:
 
 def _focused_peak(scores: np.ndarray, max_shift: int) -> int | None:
     """The shift (frames) a segment's mean curve over its scored shifts peaks at."""
-    valid = np.isfinite(scores) & (scores != OUT_OF_RANGE)
-    counts = valid.sum(axis=0)
-    if not counts.any():
-        return None
-    curve = np.where(counts > 0, np.where(valid, scores, 0.0).sum(axis=0)
-                     / np.maximum(counts, 1), -np.inf)
-    return int(np.argmax(curve)) - max_shift
+    curve = mean_curve(scores)
+    return int(np.argmax(curve)) - max_shift if np.isfinite(curve).any() else None
 
 
 def _focus(assessment: _Assessment, opts: SyncOptions, time_s: float) -> Focus | None:
@@ -1049,7 +1054,7 @@ def _peak_at_focus_edge(scores: np.ndarray, shifts: range, max_shift: int) -> bo
     peak = _focused_peak(scores, max_shift)
     if peak is None:
         return False
-    counts = (np.isfinite(scores) & (scores != OUT_OF_RANGE)).sum(axis=0)
+    counts = column_sums(scores)[1]
     lowest = min(c - max_shift for c in np.nonzero(counts)[0])
     highest = max(c - max_shift for c in np.nonzero(counts)[0])
     return (peak == lowest and peak > -max_shift and lowest == shifts.start) or \
